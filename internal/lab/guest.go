@@ -21,12 +21,12 @@ var guestInit []byte
 
 // guestRecipe changes whenever the guest's contents change, so that a cached
 // guest built by an older recipe is rebuilt.
-const guestRecipe = "3"
+const guestRecipe = "4"
 
 // guestModules are the kernel modules the guest needs beyond the kernel's
 // built-ins: virtio disks and NICs, and a CD-ROM for cloud-init seeds. Their
 // dependencies are added and ordered from each module's .modinfo.
-var guestModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "ata_piix", "sr_mod", "isofs"}
+var guestModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "ata_piix", "sr_mod", "isofs", "virtio_balloon"}
 
 // Guest is a built lab guest: a kernel and an initramfs for direct kernel boot.
 type Guest struct {
