@@ -1,0 +1,24 @@
+provider "drover" {
+  hosts = {
+    alpha = { uri = "qemu+ssh://root@alpha/system" }
+    beta = {
+      uri                 = "qemu+ssh://root@beta/system"
+      maintenance         = true # its VMs move to alpha on the next apply
+      reserved_memory_mib = 1024
+      memory_overcommit   = 1.25
+      cpu_overcommit      = 4
+      domain_type         = "kvm"
+    }
+  }
+
+  storage = {
+    endpoint = "https://storage.lan:3261" # drover-target management API
+    token    = var.storage_token          # or the environment variable DROVER_STORAGE_TOKEN
+    portal   = "storage.lan:3260"         # iSCSI portal as the hosts reach it
+  }
+}
+
+variable "storage_token" {
+  type      = string
+  sensitive = true
+}

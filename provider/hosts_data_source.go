@@ -1,0 +1,180 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+)
+
+// hostReadTimeout bounds how long one host may take to report its facts; a
+// host slower than that is reported unreachable.
+const hostReadTimeout = 30 * time.Second
+
+// hostReadConcurrency bounds how many hosts are asked at once.
+const hostReadConcurrency = 8
+
+var (
+	_ datasource.DataSource              = (*hostsDataSource)(nil)
+	_ datasource.DataSourceWithConfigure = (*hostsDataSource)(nil)
+)
+
+// NewHostsDataSource returns the drover_hosts data source.
+func NewHostsDataSource() datasource.DataSource {
+	return &hostsDataSource{}
+}
+
+type hostsDataSource struct {
+	data *providerData
+}
+
+type hostsDataSourceModel struct {
+	Hosts map[string]hostStateModel `tfsdk:"hosts"`
+}
+
+type hostStateModel struct {
+	URI                types.String `tfsdk:"uri"`
+	Reachable          types.Bool   `tfsdk:"reachable"`
+	Maintenance        types.Bool   `tfsdk:"maintenance"`
+	CPUs               types.Int64  `tfsdk:"cpus"`
+	MemoryMiB          types.Int64  `tfsdk:"memory_mib"`
+	CommittedMemoryMiB types.Int64  `tfsdk:"committed_memory_mib"`
+	FreeMemoryMiB      types.Int64  `tfsdk:"free_memory_mib"`
+	VMs                []string     `tfsdk:"vms"`
+}
+
+func (d *hostsDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_hosts"
+}
+
+func (d *hostsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "The provider's hosts as they are now: what each has, what it " +
+			"runs and how much memory placement may still give out. A host that does not " +
+			"answer is reported with `reachable = false` and a warning, not an error.",
+		Attributes: map[string]schema.Attribute{
+			"hosts": schema.MapNestedAttribute{
+				MarkdownDescription: "The hosts of the provider block, by name.",
+				Computed:            true,
+				NestedObject: schema.NestedAttributeObject{
+					Attributes: map[string]schema.Attribute{
+						"uri": schema.StringAttribute{
+							MarkdownDescription: "The host's libvirt URI.",
+							Computed:            true,
+						},
+						"reachable": schema.BoolAttribute{
+							MarkdownDescription: "Whether the host answered. When `false`, " +
+								"`cpus`, `memory_mib`, `committed_memory_mib`, `free_memory_mib` " +
+								"and `vms` are null.",
+							Computed: true,
+						},
+						"maintenance": schema.BoolAttribute{
+							MarkdownDescription: "Whether the host is in maintenance, as the provider block says.",
+							Computed:            true,
+						},
+						"cpus": schema.Int64Attribute{
+							MarkdownDescription: "The host's logical CPUs.",
+							Computed:            true,
+						},
+						"memory_mib": schema.Int64Attribute{
+							MarkdownDescription: "The host's memory, in MiB.",
+							Computed:            true,
+						},
+						"committed_memory_mib": schema.Int64Attribute{
+							MarkdownDescription: "Memory promised to the host's VMs, in MiB: the sum " +
+								"of the maximum memory of every domain defined on it, running or " +
+								"not, Drover's or not.",
+							Computed: true,
+						},
+						"free_memory_mib": schema.Int64Attribute{
+							MarkdownDescription: "Memory placement may still give to VMs on the host, " +
+								"in MiB: (`memory_mib` − `reserved_memory_mib`) × `memory_overcommit` " +
+								"− `committed_memory_mib`, never below zero.",
+							Computed: true,
+						},
+						"vms": schema.ListAttribute{
+							MarkdownDescription: "The names of the domains defined on the host, sorted.",
+							ElementType:         types.StringType,
+							Computed:            true,
+						},
+					},
+				},
+			},
+		},
+	}
+}
+
+func (d *hostsDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
+	if req.ProviderData == nil {
+		return // the provider is not configured yet
+	}
+	data, ok := req.ProviderData.(*providerData)
+	if !ok {
+		resp.Diagnostics.AddError("Unexpected provider data",
+			fmt.Sprintf("Expected *providerData, got %T. This is a bug in the provider.", req.ProviderData))
+		return
+	}
+	d.data = data
+}
+
+func (d *hostsDataSource) Read(ctx context.Context, _ datasource.ReadRequest, resp *datasource.ReadResponse) {
+	if d.data == nil || d.data.hosts == nil {
+		resp.Diagnostics.AddError("Provider not configured",
+			"drover_hosts needs a configured provider. This is a bug in the provider.")
+		return
+	}
+	hosts := d.data.config.Hosts
+
+	// Hosts are asked in parallel, so one slow host costs its own timeout,
+	// not one per host.
+	facts := make([]hypervisor.Host, len(hosts))
+	errs := make([]error, len(hosts))
+	var g errgroup.Group
+	g.SetLimit(hostReadConcurrency)
+	for i, h := range hosts {
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(ctx, hostReadTimeout)
+			defer cancel()
+			facts[i], errs[i] = d.data.hosts.Host(ctx, h.URI)
+			return nil
+		})
+	}
+	_ = g.Wait()
+
+	state := hostsDataSourceModel{Hosts: make(map[string]hostStateModel, len(hosts))}
+	for i, h := range hosts {
+		s := hostStateModel{
+			URI:                types.StringValue(h.URI),
+			Reachable:          types.BoolValue(errs[i] == nil),
+			Maintenance:        types.BoolValue(h.Maintenance),
+			CPUs:               types.Int64Null(),
+			MemoryMiB:          types.Int64Null(),
+			CommittedMemoryMiB: types.Int64Null(),
+			FreeMemoryMiB:      types.Int64Null(),
+		}
+		if err := errs[i]; err != nil {
+			resp.Diagnostics.AddWarning(fmt.Sprintf("Host %s is unreachable", h.Name),
+				fmt.Sprintf("Host %s (%s) did not answer: %v. It is reported with reachable = false.", h.Name, h.URI, err))
+			state.Hosts[h.Name] = s
+			continue
+		}
+		f := facts[i]
+		s.CPUs = types.Int64Value(int64(f.CPUs))
+		s.MemoryMiB = types.Int64Value(f.MemoryMiB)
+		s.CommittedMemoryMiB = types.Int64Value(f.CommittedMemoryMiB())
+		s.FreeMemoryMiB = types.Int64Value(h.freeMemoryMiB(f))
+		s.VMs = f.DomainNames()
+		tflog.Debug(ctx, "read host", map[string]any{
+			"host": h.Name, "uri": h.URI, "cpus": f.CPUs, "memory_mib": f.MemoryMiB, "domains": len(f.Domains),
+		})
+		state.Hosts[h.Name] = s
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}

@@ -1,0 +1,189 @@
+package provider
+
+import (
+	"context"
+	"regexp"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/provider"
+	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+)
+
+var _ provider.Provider = (*droverProvider)(nil)
+
+// Hypervisors is what the provider needs of the hypervisor hosts, by URI.
+// *hypervisor.Pool is the real one.
+type Hypervisors interface {
+	Host(ctx context.Context, uri string) (hypervisor.Host, error)
+}
+
+// New returns the provider factory that providerserver serves. Every provider
+// instance of the process shares hosts, whose connections outlive a single
+// instance; the caller closes it when serving ends.
+func New(version string, hosts Hypervisors) func() provider.Provider {
+	return func() provider.Provider {
+		return &droverProvider{version: version, hosts: hosts}
+	}
+}
+
+type droverProvider struct {
+	version string
+	hosts   Hypervisors
+}
+
+// providerData is what Configure hands to resources and data sources.
+type providerData struct {
+	config config
+	hosts  Hypervisors
+}
+
+// providerModel is the provider block as Terraform sends it.
+type providerModel struct {
+	Hosts   types.Map    `tfsdk:"hosts"`   // of hostModel
+	Storage types.Object `tfsdk:"storage"` // storageModel
+}
+
+type hostModel struct {
+	URI               types.String  `tfsdk:"uri"`
+	Maintenance       types.Bool    `tfsdk:"maintenance"`
+	ReservedMemoryMiB types.Int64   `tfsdk:"reserved_memory_mib"`
+	CPUOvercommit     types.Float64 `tfsdk:"cpu_overcommit"`
+	MemoryOvercommit  types.Float64 `tfsdk:"memory_overcommit"`
+	DomainType        types.String  `tfsdk:"domain_type"`
+}
+
+type storageModel struct {
+	Endpoint types.String `tfsdk:"endpoint"`
+	Token    types.String `tfsdk:"token"`
+	Portal   types.String `tfsdk:"portal"`
+}
+
+func (p *droverProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp *provider.MetadataResponse) {
+	resp.TypeName = "drover"
+	resp.Version = p.version
+}
+
+var hostNameRegexp = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+func (p *droverProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp *provider.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "Drover turns a few libvirt/QEMU hosts and one storage box " +
+			"(drover-target) into a small virtualization cluster: it places VMs on hosts " +
+			"and moves them between hosts by live migration when placement has to change.",
+		Attributes: map[string]schema.Attribute{
+			"hosts": schema.MapNestedAttribute{
+				MarkdownDescription: "The hypervisor hosts, by name. A name is made of " +
+					"lowercase letters, digits and `-`. At least one host is required.",
+				Required: true,
+				Validators: []validator.Map{
+					mapvalidator.SizeAtLeast(1),
+					mapvalidator.KeysAre(stringvalidator.RegexMatches(hostNameRegexp,
+						"must be a host name of lowercase letters, digits and -")),
+				},
+				NestedObject: schema.NestedAttributeObject{
+					Attributes: map[string]schema.Attribute{
+						"uri": schema.StringAttribute{
+							MarkdownDescription: "The libvirt connection URI of the host, " +
+								"such as `qemu+ssh://root@alpha/system` or `qemu+tcp://127.0.0.2/system`.",
+							Required:   true,
+							Validators: []validator.String{libvirtURI{}},
+						},
+						"maintenance": schema.BoolAttribute{
+							MarkdownDescription: "When `true`, the host runs no Drover VM after an " +
+								"apply: its VMs move to other hosts. Defaults to `false`.",
+							Optional: true,
+						},
+						"reserved_memory_mib": schema.Int64Attribute{
+							MarkdownDescription: "Memory, in MiB, kept free for the host itself " +
+								"and never given to VMs. Defaults to `512`.",
+							Optional:   true,
+							Validators: []validator.Int64{int64validator.AtLeast(0)},
+						},
+						"cpu_overcommit": schema.Float64Attribute{
+							MarkdownDescription: "How many vCPUs the host may run per physical " +
+								"CPU; at least 1. Defaults to `4`.",
+							Optional:   true,
+							Validators: []validator.Float64{float64validator.AtLeast(1)},
+						},
+						"memory_overcommit": schema.Float64Attribute{
+							MarkdownDescription: "How much memory the host may promise to VMs, " +
+								"as a multiple of its memory less the reserve; at least 1. " +
+								"Defaults to `1.0` (no overcommit).",
+							Optional:   true,
+							Validators: []validator.Float64{float64validator.AtLeast(1)},
+						},
+						"domain_type": schema.StringAttribute{
+							MarkdownDescription: "The libvirt domain type of the host's VMs: " +
+								"`kvm` (hardware acceleration) or `qemu` (software emulation). " +
+								"Defaults to `kvm` when the host offers it, else `qemu`.",
+							Optional:   true,
+							Validators: []validator.String{stringvalidator.OneOf("kvm", "qemu")},
+						},
+					},
+				},
+			},
+			"storage": schema.SingleNestedAttribute{
+				MarkdownDescription: "The storage box (drover-target) that holds the VMs' " +
+					"volumes. Needed by VMs and volumes; data sources about hosts work without it.",
+				Optional: true,
+				Attributes: map[string]schema.Attribute{
+					"endpoint": schema.StringAttribute{
+						MarkdownDescription: "The URL of drover-target's management API, " +
+							"such as `https://storage.lan:3261`.",
+						Required:   true,
+						Validators: []validator.String{httpURL{}},
+					},
+					"token": schema.StringAttribute{
+						MarkdownDescription: "The bearer token of the management API. " +
+							"Defaults to the environment variable `DROVER_STORAGE_TOKEN`.",
+						Optional:  true,
+						Sensitive: true,
+					},
+					"portal": schema.StringAttribute{
+						MarkdownDescription: "The iSCSI portal as the hosts reach it, " +
+							"`host:port`, such as `storage.lan:3260`.",
+						Required:   true,
+						Validators: []validator.String{hostPort{}},
+					},
+				},
+			},
+		},
+	}
+}
+
+// Configure turns the provider block into a config and hands it, with the
+// hosts, to resources and data sources. It opens no connection: hosts are
+// reached when something needs them, so a dead host cannot stall a plan that
+// does not touch it.
+func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRequest, resp *provider.ConfigureResponse) {
+	var model providerModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &model)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	cfg, diags := model.config(ctx)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	data := &providerData{config: cfg, hosts: p.hosts}
+	resp.DataSourceData = data
+	resp.ResourceData = data
+}
+
+func (p *droverProvider) Resources(context.Context) []func() resource.Resource {
+	return nil
+}
+
+func (p *droverProvider) DataSources(context.Context) []func() datasource.DataSource {
+	return []func() datasource.DataSource{NewHostsDataSource}
+}

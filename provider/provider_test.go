@@ -1,0 +1,130 @@
+package provider
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
+)
+
+func TestProviderConfigValidation(t *testing.T) {
+	t.Parallel()
+	hosts := func(h obj) obj { return obj{"hosts": h} }
+	alpha := func(settings obj) obj {
+		host := obj{"uri": "qemu+ssh://root@alpha/system"}
+		for k, v := range settings {
+			host[k] = v
+		}
+		return hosts(obj{"alpha": host})
+	}
+	withStorage := func(s obj) obj {
+		cfg := alpha(nil)
+		cfg["storage"] = s
+		return cfg
+	}
+	at := func(steps ...any) *tftypes.AttributePath {
+		p := tftypes.NewAttributePath()
+		for _, s := range steps {
+			switch s := s.(type) {
+			case string:
+				p = p.WithAttributeName(s)
+			case key:
+				p = p.WithElementKeyString(string(s))
+			}
+		}
+		return p
+	}
+	alphaAt := func(attr string) *tftypes.AttributePath { return at("hosts", key("alpha"), attr) }
+
+	tests := []struct {
+		name     string
+		config   obj
+		wantPath *tftypes.AttributePath // nil: the configuration is valid
+		wantText string                 // the bad value, as the error must quote it
+	}{
+		{name: "a host with only a URI is valid", config: alpha(nil)},
+		{name: "a host with every setting is valid", config: alpha(obj{
+			"maintenance": true, "reserved_memory_mib": 1024, "cpu_overcommit": 2.5,
+			"memory_overcommit": 1.2, "domain_type": "qemu",
+		})},
+		{name: "local, tcp and test URIs are valid", config: hosts(obj{
+			"a": obj{"uri": "qemu:///system"}, "b": obj{"uri": "qemu+tcp://127.0.0.2/system"},
+			"c": obj{"uri": "test:///default"}, "d-2": obj{"uri": "qemu+ssh://root@d:2222/system?keyfile=/k"},
+		})},
+		{name: "a full storage block is valid", config: withStorage(obj{
+			"endpoint": "https://storage.lan:3261", "token": "secret", "portal": "storage.lan:3260",
+		})},
+		{name: "reserving no memory is valid", config: alpha(obj{"reserved_memory_mib": 0})},
+
+		{name: "an empty hosts map is refused", config: hosts(obj{}),
+			wantPath: at("hosts"), wantText: "got: 0"},
+		{name: "a host name with capitals is refused", config: hosts(obj{"Alpha": obj{"uri": "qemu:///system"}}),
+			wantPath: at("hosts", key("Alpha")), wantText: "Alpha"},
+		{name: "a host name with an underscore is refused", config: hosts(obj{"al_pha": obj{"uri": "qemu:///system"}}),
+			wantPath: at("hosts", key("al_pha")), wantText: "al_pha"},
+		{name: "an empty host name is refused", config: hosts(obj{"": obj{"uri": "qemu:///system"}}),
+			wantPath: at("hosts", key("")), wantText: "lowercase letters"},
+		{name: "an empty URI is refused", config: alpha(obj{"uri": ""}),
+			wantPath: alphaAt("uri"), wantText: "it is empty"},
+		{name: "a URI without a scheme is refused", config: alpha(obj{"uri": "alpha"}),
+			wantPath: alphaAt("uri"), wantText: `"alpha"`},
+		{name: "a URI with a space in its host is refused", config: alpha(obj{"uri": "qemu+ssh://root@al pha/system"}),
+			wantPath: alphaAt("uri"), wantText: `"qemu+ssh://root@al pha/system"`},
+		{name: "a URI with a malformed scheme is refused", config: alpha(obj{"uri": "qemu+ssh+tls://alpha/system"}),
+			wantPath: alphaAt("uri"), wantText: `"qemu+ssh+tls"`},
+		{name: "a URI without // after its scheme is refused", config: alpha(obj{"uri": "qemu:system"}),
+			wantPath: alphaAt("uri"), wantText: `"qemu:system"`},
+		{name: "negative reserved memory is refused", config: alpha(obj{"reserved_memory_mib": -1}),
+			wantPath: alphaAt("reserved_memory_mib"), wantText: "-1"},
+		{name: "cpu overcommit below 1 is refused", config: alpha(obj{"cpu_overcommit": 0.5}),
+			wantPath: alphaAt("cpu_overcommit"), wantText: "0.5"},
+		{name: "memory overcommit below 1 is refused", config: alpha(obj{"memory_overcommit": 0.9}),
+			wantPath: alphaAt("memory_overcommit"), wantText: "0.9"},
+		{name: "an unknown domain type is refused", config: alpha(obj{"domain_type": "xen"}),
+			wantPath: alphaAt("domain_type"), wantText: `"xen"`},
+		{name: "a storage endpoint that is not an http URL is refused", config: withStorage(obj{
+			"endpoint": "ftp://storage.lan", "portal": "storage.lan:3260",
+		}), wantPath: at("storage", "endpoint"), wantText: `"ftp://storage.lan"`},
+		{name: "a storage portal without a port is refused", config: withStorage(obj{
+			"endpoint": "https://storage.lan:3261", "portal": "storage.lan",
+		}), wantPath: at("storage", "portal"), wantText: `"storage.lan"`},
+	}
+	server := protocolServer(t, nil)
+	schema := schemas(t, server).Provider
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			resp, err := server.ValidateProviderConfig(context.Background(), &tfprotov6.ValidateProviderConfigRequest{
+				Config: dynamicValue(t, schema, tt.config),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantPath == nil {
+				if len(resp.Diagnostics) > 0 {
+					t.Fatalf("got diagnostics for a valid configuration:%s", diagnosticsString(resp.Diagnostics))
+				}
+				return
+			}
+			if len(resp.Diagnostics) != 1 {
+				t.Fatalf("got %d diagnostics, want one error at %s:%s",
+					len(resp.Diagnostics), tt.wantPath, diagnosticsString(resp.Diagnostics))
+			}
+			d := resp.Diagnostics[0]
+			if d.Severity != tfprotov6.DiagnosticSeverityError {
+				t.Errorf("got a %s, want an error", severity(d))
+			}
+			if !d.Attribute.Equal(tt.wantPath) {
+				t.Errorf("error is at %s, want %s", d.Attribute, tt.wantPath)
+			}
+			if !strings.Contains(d.Detail, tt.wantText) {
+				t.Errorf("error %q does not name the bad value %s", d.Detail, tt.wantText)
+			}
+		})
+	}
+}
+
+// key is a map key in an attribute path, as opposed to an attribute name.
+type key string

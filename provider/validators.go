@@ -1,0 +1,100 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+)
+
+// libvirtSchemeRegexp matches the scheme of a libvirt URI: a driver, and
+// optionally a transport after a plus (qemu, qemu+ssh, test, ...).
+var libvirtSchemeRegexp = regexp.MustCompile(`^[a-z][a-z0-9]*(\+[a-z0-9]+)?$`)
+
+// libvirtURI refuses strings that libvirt could not take as a connection URI.
+type libvirtURI struct{}
+
+func (libvirtURI) Description(context.Context) string {
+	return "must be a libvirt URI such as qemu+ssh://root@alpha/system"
+}
+
+func (v libvirtURI) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (v libvirtURI) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	if problem := libvirtURIProblem(s); problem != "" {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid libvirt URI",
+			fmt.Sprintf("%q is not a libvirt URI: %s. Write one such as qemu+ssh://root@alpha/system or qemu:///system.", s, problem))
+	}
+}
+
+func libvirtURIProblem(s string) string {
+	if s == "" {
+		return "it is empty"
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		if uerr, ok := err.(*url.Error); ok {
+			err = uerr.Err
+		}
+		return err.Error()
+	}
+	switch {
+	case u.Scheme == "":
+		return "it has no scheme such as qemu:// or qemu+ssh://"
+	case !libvirtSchemeRegexp.MatchString(u.Scheme):
+		return fmt.Sprintf("scheme %q is not of the form driver or driver+transport", u.Scheme)
+	case u.Opaque != "":
+		return "the scheme must be followed by //"
+	}
+	return ""
+}
+
+// httpURL refuses strings that are not http or https URLs with a host.
+type httpURL struct{}
+
+func (httpURL) Description(context.Context) string {
+	return "must be an http or https URL such as https://storage.lan:3261"
+}
+
+func (v httpURL) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (v httpURL) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid endpoint",
+			fmt.Sprintf("%q is not an http or https URL with a host, such as https://storage.lan:3261.", s))
+	}
+}
+
+// hostPort refuses strings that are not host:port.
+type hostPort struct{}
+
+func (hostPort) Description(context.Context) string {
+	return "must be host:port, such as storage.lan:3260"
+}
+
+func (v hostPort) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (v hostPort) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	if host, port, err := net.SplitHostPort(s); err != nil || host == "" || port == "" {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid portal",
+			fmt.Sprintf("%q is not host:port, such as storage.lan:3260.", s))
+	}
+}

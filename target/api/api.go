@@ -1,0 +1,349 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/drover/terraform-provider-drover/target/store"
+)
+
+// LUN is the logical unit number of every volume: each volume is its own
+// iSCSI target with a single LU at LUN 0, so a QEMU disk source reads
+// "<iqn>/0".
+const LUN = 0
+
+// DefaultIQNPrefix is prepended to a volume's name to form its target IQN.
+const DefaultIQNPrefix = "iqn.2026-11.io.drover:"
+
+// Export is what the iSCSI engine needs to serve one volume.
+type Export struct {
+	Name       string
+	IQN        string
+	LUN        uint64
+	Path       string
+	Initiators []string // empty: nobody may log in
+	CHAP       *store.CHAP
+}
+
+// Session is one initiator logged in to a volume.
+type Session struct {
+	Volume, TargetIQN, Initiator, RemoteAddr string
+	Since                                    time.Time
+}
+
+// Exporter is what the API needs of the iSCSI engine: start, change and
+// stop serving a volume at runtime, and list who is logged in.
+type Exporter interface {
+	Add(ex Export) error
+	Update(ex Export) error
+	Remove(name string) error
+	Sessions() []Session
+}
+
+// Config configures an API.
+type Config struct {
+	Store     *store.Store
+	Exporter  Exporter
+	Token     string // required: every path but /v1/health needs it
+	IQNPrefix string // default DefaultIQNPrefix
+	Logger    *slog.Logger
+	Metrics   http.Handler // served at GET /metrics (behind the token); nil: 404
+}
+
+// API is the management API's http.Handler.
+type API struct {
+	store     *store.Store
+	exporter  Exporter
+	tokenHash [sha256.Size]byte
+	iqnPrefix string
+	log       *slog.Logger
+	mux       *http.ServeMux
+}
+
+// New checks cfg and builds the API.
+func New(cfg Config) (*API, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("api: no store")
+	case cfg.Exporter == nil:
+		return nil, errors.New("api: no exporter")
+	case strings.TrimSpace(cfg.Token) == "":
+		return nil, errors.New("api: no token: the API refuses to run without one")
+	}
+	if cfg.IQNPrefix == "" {
+		cfg.IQNPrefix = DefaultIQNPrefix
+	}
+	if err := CheckIQNPrefix(cfg.IQNPrefix); err != nil {
+		return nil, err
+	}
+	a := &API{
+		store:     cfg.Store,
+		exporter:  cfg.Exporter,
+		tokenHash: sha256.Sum256([]byte(cfg.Token)),
+		iqnPrefix: cfg.IQNPrefix,
+		log:       cfg.Logger,
+		mux:       http.NewServeMux(),
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.routes(cfg.Metrics)
+	return a, nil
+}
+
+// CheckIQNPrefix accepts prefixes like "iqn.2026-11.io.drover:": "iqn.", a
+// year-month date, a dot, then lowercase letters, digits, '.', '-' and ':',
+// short enough that any volume name fits within the 223 bytes of an iSCSI
+// name.
+func CheckIQNPrefix(p string) error {
+	if !iqnPrefixRE.MatchString(p) || len(p)+store.MaxNameLen > 223 {
+		return fmt.Errorf("iqn prefix %q: start with \"iqn.\" and keep it under %d characters, e.g. %q", p, 223-store.MaxNameLen, DefaultIQNPrefix)
+	}
+	for _, c := range p {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == ':') {
+			return fmt.Errorf("iqn prefix %q has %q: use a-z, 0-9, '.', '-' and ':'", p, c)
+		}
+	}
+	return nil
+}
+
+var iqnPrefixRE = regexp.MustCompile(`^iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.:-]+$`)
+
+func (a *API) routes(metrics http.Handler) {
+	type route struct {
+		methods string
+		pattern string
+		h       http.HandlerFunc
+	}
+	routes := []route{
+		{"GET", "/v1/health", a.health},
+		{"GET", "/v1/volumes", a.listVolumes},
+		{"POST", "/v1/volumes", a.createVolume},
+		{"GET", "/v1/volumes/{name}", a.getVolume},
+		{"PATCH", "/v1/volumes/{name}", a.updateVolume},
+		{"DELETE", "/v1/volumes/{name}", a.deleteVolume},
+		{"PUT", "/v1/volumes/{name}/data", a.putData},
+		{"GET", "/v1/volumes/{name}/snapshots", a.listSnapshots},
+		{"POST", "/v1/volumes/{name}/snapshots", a.createSnapshot},
+		{"GET", "/v1/snapshots/{id}", a.getSnapshot},
+		{"DELETE", "/v1/snapshots/{id}", a.deleteSnapshot},
+		{"GET", "/v1/snapshots/{id}/data", a.snapshotData},
+		{"GET", "/v1/sessions", a.sessions},
+	}
+	if metrics != nil {
+		routes = append(routes, route{"GET", "/metrics", metrics.ServeHTTP})
+	}
+	allowed := map[string][]string{}
+	var order []string
+	for _, r := range routes {
+		a.mux.HandleFunc(r.methods+" "+r.pattern, r.h)
+		if _, ok := allowed[r.pattern]; !ok {
+			order = append(order, r.pattern)
+		}
+		allowed[r.pattern] = append(allowed[r.pattern], r.methods)
+	}
+	for _, p := range order {
+		methods := strings.Join(allowed[p], ", ")
+		a.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", methods)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use %s", r.Method, r.URL.Path, methods))
+		})
+	}
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: see docs/target.md for the API", r.URL.Path))
+	})
+}
+
+// ServeHTTP checks the token (except for /v1/health) and that the path is
+// canonical, then routes.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		a.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start), "remote", r.RemoteAddr)
+	}()
+	if r.URL.Path != "/v1/health" && !a.authorized(r) {
+		rec.Header().Set("WWW-Authenticate", `Bearer realm="drover-target"`)
+		writeError(rec, http.StatusUnauthorized, "missing or wrong bearer token: send the header Authorization: Bearer <the token in the daemon's --token-file>")
+		return
+	}
+	if p := r.URL.Path; p == "" || p[0] != '/' || (p != "/" && path.Clean(p) != strings.TrimSuffix(p, "/")) || strings.Contains(p, "//") {
+		writeError(rec, http.StatusBadRequest, fmt.Sprintf("path %q is not canonical (it has '.', '..' or '//' segments): use the plain path", p))
+		return
+	}
+	a.mux.ServeHTTP(rec, r)
+}
+
+func (a *API) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	// Hashing first makes the comparison constant-time in the length too.
+	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) == 1
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// fail answers with the status that fits err's kind; its message was
+// written for the client.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var br *badRequest
+	status := http.StatusInternalServerError
+	switch {
+	case errors.As(err, &br):
+		status = br.status
+	case errors.Is(err, store.ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, store.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrShrink), errors.Is(err, store.ErrNoSpace):
+		status = http.StatusConflict
+	case errors.Is(err, store.ErrTooLarge):
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, store.ErrUnsupported):
+		status = http.StatusNotImplemented
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusServiceUnavailable
+	}
+	if status >= 500 {
+		a.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, status, err.Error())
+}
+
+// readJSON checks the content type and decodes a bounded body with decode.
+func readJSON[T any](w http.ResponseWriter, r *http.Request, decode func(*http.Request) (T, error)) (T, error) {
+	var zero T
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return zero, badf(http.StatusUnsupportedMediaType, "Content-Type %q is not JSON: send Content-Type: application/json", ct)
+		}
+	} else {
+		return zero, badf(http.StatusUnsupportedMediaType, "Content-Type is missing: send Content-Type: application/json")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
+	return decode(r)
+}
+
+// Export is the export of a volume.
+func (a *API) Export(v store.Volume) Export {
+	return Export{
+		Name:       v.Name,
+		IQN:        a.iqnPrefix + v.Name,
+		LUN:        LUN,
+		Path:       v.Path,
+		Initiators: v.Access.Initiators,
+		CHAP:       v.Access.CHAP,
+	}
+}
+
+// ExportAll exports every volume of the store, as at daemon start. It
+// tries them all and reports the failures together.
+func (a *API) ExportAll() error {
+	vols, err := a.store.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, v := range vols {
+		if err := a.exporter.Add(a.Export(v)); err != nil {
+			errs = append(errs, fmt.Errorf("export volume %s: %w", v.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *API) volumeJSON(v store.Volume) Volume {
+	out := Volume{
+		Name:       v.Name,
+		SizeMiB:    v.SizeMiB,
+		IQN:        a.iqnPrefix + v.Name,
+		LUN:        LUN,
+		Initiators: v.Access.Initiators,
+		CreatedAt:  v.CreatedAt,
+	}
+	if out.Initiators == nil {
+		out.Initiators = []string{}
+	}
+	if c := v.Access.CHAP; c != nil {
+		out.CHAP = &PublicCHAP{User: c.User, MutualUser: c.MutualUser}
+	}
+	if v.Source != nil {
+		out.Source = &Source{Volume: v.Source.Volume, Snapshot: v.Source.Snapshot}
+	}
+	return out
+}
+
+func snapshotJSON(s store.Snapshot) Snapshot {
+	return Snapshot{ID: s.ID, Volume: s.Volume, SizeMiB: s.SizeMiB, Method: s.Method, CreatedAt: s.CreatedAt}
+}
+
+// sessionsOf returns the sessions on one volume.
+func (a *API) sessionsOf(name string) []Session {
+	var out []Session
+	for _, s := range a.exporter.Sessions() {
+		if s.Volume == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func describeSessions(ss []Session) string {
+	names := make([]string, 0, len(ss))
+	for _, s := range ss {
+		names = append(names, s.Initiator+" from "+s.RemoteAddr)
+	}
+	return strings.Join(names, ", ")
+}
+
+func parseForce(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get("force")
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, badf(http.StatusBadRequest, "force=%q: use force=true or force=false", v)
+	}
+	return b, nil
+}

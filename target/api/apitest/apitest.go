@@ -1,0 +1,118 @@
+package apitest
+
+import (
+	"net/http/httptest"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/store"
+)
+
+// Exporter is an in-memory api.Exporter: it records exports and reports
+// whatever sessions a test puts in it.
+type Exporter struct {
+	mu       sync.Mutex // guards the fields below
+	exports  map[string]api.Export
+	sessions []api.Session
+	removed  []string
+}
+
+// NewExporter returns an Exporter with nothing exported.
+func NewExporter() *Exporter { return &Exporter{exports: map[string]api.Export{}} }
+
+// Add records an export.
+func (e *Exporter) Add(ex api.Export) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.exports[ex.Name] = ex
+	return nil
+}
+
+// Update replaces an export.
+func (e *Exporter) Update(ex api.Export) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.exports[ex.Name] = ex
+	return nil
+}
+
+// Remove drops the export and, like the real engine, its sessions.
+func (e *Exporter) Remove(name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.exports, name)
+	e.removed = append(e.removed, name)
+	e.sessions = slices.DeleteFunc(e.sessions, func(s api.Session) bool { return s.Volume == name })
+	return nil
+}
+
+// Sessions returns the sessions added with AddSession and not removed.
+func (e *Exporter) Sessions() []api.Session {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.sessions)
+}
+
+// Close does nothing; it lets Exporter stand in for the whole engine.
+func (e *Exporter) Close() error { return nil }
+
+// AddSession pretends an initiator logged in.
+func (e *Exporter) AddSession(s api.Session) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.sessions = append(e.sessions, s)
+}
+
+// Exports returns the current exports, ordered by name.
+func (e *Exporter) Exports() []api.Export {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]api.Export, 0, len(e.exports))
+	for _, ex := range e.exports {
+		out = append(out, ex)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Export returns one export and whether it exists.
+func (e *Exporter) Export(name string) (api.Export, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ex, ok := e.exports[name]
+	return ex, ok
+}
+
+// Token is the bearer token of servers made by New.
+const Token = "test-token-0123456789"
+
+// Server is an in-process drover-target API.
+type Server struct {
+	*httptest.Server
+	API      *api.API
+	Store    *store.Store
+	Exporter *Exporter
+}
+
+// New starts the real API on a fresh store in a temporary directory.
+func New(t testing.TB) *Server {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	ex := NewExporter()
+	a, err := api.New(api.Config{Store: st, Exporter: ex, Token: Token})
+	if err != nil {
+		t.Fatalf("api.New: %v", err)
+	}
+	srv := httptest.NewServer(a)
+	t.Cleanup(func() {
+		srv.Close()
+		st.Close()
+	})
+	return &Server{Server: srv, API: a, Store: st, Exporter: ex}
+}

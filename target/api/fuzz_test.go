@@ -1,0 +1,61 @@
+package api_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/store"
+)
+
+// FuzzDecodeCreateVolume feeds arbitrary bodies to the POST /v1/volumes
+// decoder: it must never panic, every refusal must carry a message, and
+// whatever it accepts must be a valid request that survives a round trip.
+func FuzzDecodeCreateVolume(f *testing.F) {
+	for _, s := range []string{
+		`{"name":"web-1","size_mib":1024}`,
+		`{"name":"db","size_mib":10,"initiators":["iqn.2008-11.org.linux-kvm:vm"],"chap":{"user":"u","secret":"0123456789ab"}}`,
+		`{"name":"c","source":{"snapshot":"web.1"}}`,
+		`{"name":"c","size_mib":5,"source":{"volume":"web"}}`,
+		`{"name":"x","size_mib":1} tail`,
+		`{"name":"X","size_mib":-1}`,
+		`[]`, `null`, ``, `{"name":"x","size_mib":1e99}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		req, err := api.DecodeCreateVolume(strings.NewReader(body))
+		if err != nil {
+			if err.Error() == "" {
+				t.Errorf("DecodeCreateVolume(%q) refused with an empty message", body)
+			}
+			return
+		}
+		if !store.ValidName(req.Name) {
+			t.Errorf("accepted invalid name %q", req.Name)
+		}
+		if req.Source == nil && (req.SizeMiB <= 0 || req.SizeMiB > store.MaxSizeMiB) {
+			t.Errorf("accepted size_mib %d without a source", req.SizeMiB)
+		}
+		if req.SizeMiB < 0 {
+			t.Errorf("accepted negative size_mib %d", req.SizeMiB)
+		}
+		b, err := json.Marshal(req)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		again, err := api.DecodeCreateVolume(strings.NewReader(string(b)))
+		if err != nil {
+			var syn *json.SyntaxError
+			if !errors.As(err, &syn) {
+				t.Errorf("accepted %q but refused its re-encoding %s: %v", body, b, err)
+			}
+			return
+		}
+		if again.Name != req.Name || again.SizeMiB != req.SizeMiB {
+			t.Errorf("round trip changed the request: %+v became %+v", req, again)
+		}
+	})
+}

@@ -1,0 +1,245 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/drover/terraform-provider-drover/target/store"
+)
+
+// maxJSONBody bounds every JSON request body.
+const maxJSONBody = 64 << 10
+
+// Volume is a volume as the API shows it. Secrets never leave the daemon.
+type Volume struct {
+	Name       string      `json:"name"`
+	SizeMiB    int64       `json:"size_mib"`
+	IQN        string      `json:"iqn"`
+	LUN        uint64      `json:"lun"`
+	Initiators []string    `json:"initiators"`
+	CHAP       *PublicCHAP `json:"chap,omitempty"`
+	Source     *Source     `json:"source,omitempty"`
+	CreatedAt  time.Time   `json:"created_at"`
+}
+
+// PublicCHAP is the visible half of a volume's CHAP settings.
+type PublicCHAP struct {
+	User       string `json:"user"`
+	MutualUser string `json:"mutual_user,omitempty"`
+}
+
+// CHAP is CHAP as clients send it.
+type CHAP struct {
+	User         string `json:"user"`
+	Secret       string `json:"secret"`
+	MutualUser   string `json:"mutual_user,omitempty"`
+	MutualSecret string `json:"mutual_secret,omitempty"`
+}
+
+// Source names what a new volume is cloned from: one of the two.
+type Source struct {
+	Volume   string `json:"volume,omitempty"`
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// Snapshot is a snapshot as the API shows it.
+type Snapshot struct {
+	ID        string    `json:"id"`
+	Volume    string    `json:"volume"`
+	SizeMiB   int64     `json:"size_mib"`
+	Method    string    `json:"method"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// SessionInfo is a logged-in initiator as the API shows it.
+type SessionInfo struct {
+	Volume     string    `json:"volume"`
+	TargetIQN  string    `json:"target_iqn"`
+	Initiator  string    `json:"initiator"`
+	RemoteAddr string    `json:"remote_addr"`
+	Since      time.Time `json:"since"`
+}
+
+// CreateVolumeRequest is the body of POST /v1/volumes. size_mib may be left
+// out (0) when cloning: the clone then has its source's size.
+type CreateVolumeRequest struct {
+	Name       string   `json:"name"`
+	SizeMiB    int64    `json:"size_mib"`
+	Initiators []string `json:"initiators"`
+	CHAP       *CHAP    `json:"chap"`
+	Source     *Source  `json:"source"`
+}
+
+// UpdateVolumeRequest is the body of PATCH /v1/volumes/{name}. Absent
+// fields stay; "chap": null removes CHAP.
+type UpdateVolumeRequest struct {
+	SizeMiB    *int64       `json:"size_mib"`
+	Initiators *[]string    `json:"initiators"`
+	CHAP       optionalCHAP `json:"chap"`
+}
+
+// optionalCHAP tells an absent "chap" from "chap": null.
+type optionalCHAP struct {
+	Set   bool
+	Value *CHAP
+}
+
+func (o *optionalCHAP) UnmarshalJSON(b []byte) error {
+	o.Set = true
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		o.Value = nil
+		return nil
+	}
+	var c CHAP
+	// The outer decoder's DisallowUnknownFields does not reach here.
+	if err := decodeStrict(bytes.NewReader(b), &c, "chap: "); err != nil {
+		return err
+	}
+	o.Value = &c
+	return nil
+}
+
+func (c *CHAP) store() *store.CHAP {
+	if c == nil {
+		return nil
+	}
+	return &store.CHAP{User: c.User, Secret: c.Secret, MutualUser: c.MutualUser, MutualSecret: c.MutualSecret}
+}
+
+// badRequest is an error whose message goes to the client as is.
+type badRequest struct {
+	status int
+	msg    string
+}
+
+func (e *badRequest) Error() string { return e.msg }
+
+func badf(status int, format string, args ...any) error {
+	return &badRequest{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// decodeStrict decodes exactly one JSON value into v: unknown fields and
+// trailing data are errors, and every error says what to fix.
+func decodeStrict(r io.Reader, v any, prefix string) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err, prefix)
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return badf(http.StatusBadRequest, "%sthe body has data after the JSON object: send exactly one object", prefix)
+	}
+	return nil
+}
+
+func jsonError(err error, prefix string) error {
+	var br *badRequest
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var big *http.MaxBytesError
+	switch {
+	case errors.As(err, &br):
+		return err
+	case errors.As(err, &big):
+		return badf(http.StatusRequestEntityTooLarge, "the request body is larger than %d bytes", big.Limit)
+	case errors.Is(err, io.EOF):
+		return badf(http.StatusBadRequest, "%sthe request body is empty: send a JSON object", prefix)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badf(http.StatusBadRequest, "%smalformed JSON: the body ends in the middle of a value", prefix)
+	case errors.As(err, &syn):
+		return badf(http.StatusBadRequest, "%smalformed JSON at byte %d: %v", prefix, syn.Offset, syn)
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return badf(http.StatusBadRequest, "%sthe body must be a JSON object, not %s", prefix, typ.Value)
+		}
+		return badf(http.StatusBadRequest, "%sfield %q must be %s, not %s", prefix, typ.Field, jsonKind(typ.Type.String()), typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return badf(http.StatusBadRequest, "%sunknown field %s: check the spelling (fields are lowercase with underscores)", prefix, strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return badf(http.StatusBadRequest, "%sinvalid JSON: %v", prefix, err)
+}
+
+func jsonKind(goType string) string {
+	switch goType {
+	case "int64", "*int64":
+		return "a whole number"
+	case "string":
+		return "a string"
+	case "[]string", "*[]string":
+		return "a list of strings"
+	}
+	return "an object"
+}
+
+// DecodeCreateVolume reads and checks a POST /v1/volumes body without
+// touching any state: syntax, fields, name, size and access settings.
+func DecodeCreateVolume(r io.Reader) (CreateVolumeRequest, error) {
+	var req CreateVolumeRequest
+	if err := decodeStrict(r, &req, ""); err != nil {
+		return req, err
+	}
+	if err := store.CheckName(req.Name); err != nil {
+		return req, badf(http.StatusBadRequest, "name: %v", err)
+	}
+	if req.Source == nil || req.SizeMiB != 0 {
+		if err := store.CheckSize(req.SizeMiB); err != nil {
+			return req, badf(http.StatusBadRequest, "%v", err)
+		}
+	}
+	if req.Source != nil {
+		s := req.Source
+		switch {
+		case (s.Volume == "") == (s.Snapshot == ""):
+			return req, badf(http.StatusBadRequest, `source: set exactly one of "volume" and "snapshot"`)
+		case s.Volume != "":
+			if err := store.CheckName(s.Volume); err != nil {
+				return req, badf(http.StatusBadRequest, "source.volume: %v", err)
+			}
+		default:
+			if err := store.CheckSnapshotID(s.Snapshot); err != nil {
+				return req, badf(http.StatusBadRequest, "source.snapshot: %v", err)
+			}
+		}
+	}
+	if err := store.CheckAccess(req.access()); err != nil {
+		return req, badf(http.StatusBadRequest, "%v", err)
+	}
+	return req, nil
+}
+
+func (req CreateVolumeRequest) access() store.Access {
+	return store.Access{Initiators: req.Initiators, CHAP: req.CHAP.store()}
+}
+
+// DecodeUpdateVolume reads and checks a PATCH /v1/volumes/{name} body.
+func DecodeUpdateVolume(r io.Reader) (UpdateVolumeRequest, error) {
+	var req UpdateVolumeRequest
+	if err := decodeStrict(r, &req, ""); err != nil {
+		return req, err
+	}
+	if req.SizeMiB == nil && req.Initiators == nil && !req.CHAP.Set {
+		return req, badf(http.StatusBadRequest, `nothing to change: give size_mib, initiators or chap`)
+	}
+	if req.SizeMiB != nil {
+		if err := store.CheckSize(*req.SizeMiB); err != nil {
+			return req, badf(http.StatusBadRequest, "%v", err)
+		}
+	}
+	a := store.Access{CHAP: req.CHAP.Value.store()}
+	if req.Initiators != nil {
+		a.Initiators = *req.Initiators
+	}
+	if err := store.CheckAccess(a); err != nil {
+		return req, badf(http.StatusBadRequest, "%v", err)
+	}
+	return req, nil
+}
+
+func decodeStrictBytes(b []byte, v any) error { return decodeStrict(bytes.NewReader(b), v, "") }

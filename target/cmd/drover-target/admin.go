@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/server"
+)
+
+// admin runs `volume`, `snapshot` and `session` subcommands against the API.
+func admin(ctx context.Context, noun string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "%s needs a subcommand\n\n%s", noun, usage)
+		return errUsage
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet(noun+" "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	endpoint := fs.String("endpoint", "http://127.0.0.1:3261", "drover-target API base URL")
+	tokenFile := fs.String("token-file", "", "file holding the API token (default: $DROVER_STORAGE_TOKEN)")
+	force := fs.Bool("force", false, "volume rm: delete even while initiators are logged in")
+	format := fs.String("format", "", "volume upload: raw or qcow2 (default: detect)")
+	var initiators []string
+	fs.Func("initiator", "volume create: an initiator IQN allowed to log in (repeat for more)", func(s string) error {
+		initiators = append(initiators, s)
+		return nil
+	})
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		return errUsage
+	}
+	token := getenv("DROVER_STORAGE_TOKEN")
+	if *tokenFile != "" {
+		if token, err = server.ReadTokenFile(*tokenFile); err != nil {
+			return err
+		}
+	}
+	if token == "" {
+		return fmt.Errorf("no API token: pass --token-file FILE or set DROVER_STORAGE_TOKEN")
+	}
+	c, err := storage.New(*endpoint, token)
+	if err != nil {
+		return err
+	}
+	want := func(n int, names string) error {
+		if len(pos) != n {
+			return fmt.Errorf("%s %s takes %s, got %d argument(s)", noun, verb, names, len(pos))
+		}
+		return nil
+	}
+	sizeArg := func(s string) (int64, error) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("SIZE_MIB %q: give a whole number of MiB, at least 1", s)
+		}
+		return n, nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+
+	switch noun + " " + verb {
+	case "volume ls":
+		if err := want(0, "no arguments"); err != nil {
+			return err
+		}
+		vols, err := c.ListVolumes(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "NAME\tSIZE_MIB\tIQN\tLUN\tINITIATORS\tCHAP\tCREATED")
+		for _, v := range vols {
+			printVolume(tw, v)
+		}
+	case "volume create":
+		if err := want(2, "NAME SIZE_MIB"); err != nil {
+			return err
+		}
+		size, err := sizeArg(pos[1])
+		if err != nil {
+			return err
+		}
+		v, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: pos[0], SizeMiB: size, Initiators: initiators})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "NAME\tSIZE_MIB\tIQN\tLUN\tINITIATORS\tCHAP\tCREATED")
+		printVolume(tw, v)
+	case "volume grow":
+		if err := want(2, "NAME SIZE_MIB"); err != nil {
+			return err
+		}
+		size, err := sizeArg(pos[1])
+		if err != nil {
+			return err
+		}
+		v, err := c.GrowVolume(ctx, pos[0], size)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "%s is now %d MiB\n", v.Name, v.SizeMiB)
+	case "volume upload":
+		if err := want(2, "NAME IMAGE_FILE"); err != nil {
+			return err
+		}
+		f, err := os.Open(pos[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := c.UploadVolume(ctx, pos[0], f, *format); err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "uploaded %s into %s\n", pos[1], pos[0])
+	case "volume rm":
+		if err := want(1, "NAME"); err != nil {
+			return err
+		}
+		if err := c.DeleteVolume(ctx, pos[0], *force); err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "deleted volume %s\n", pos[0])
+	case "snapshot ls":
+		if err := want(1, "VOLUME"); err != nil {
+			return err
+		}
+		snaps, err := c.ListSnapshots(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "ID\tVOLUME\tSIZE_MIB\tMETHOD\tCREATED")
+		for _, s := range snaps {
+			printSnapshot(tw, s)
+		}
+	case "snapshot create":
+		if err := want(1, "VOLUME"); err != nil {
+			return err
+		}
+		s, err := c.CreateSnapshot(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "ID\tVOLUME\tSIZE_MIB\tMETHOD\tCREATED")
+		printSnapshot(tw, s)
+	case "snapshot rm":
+		if err := want(1, "ID"); err != nil {
+			return err
+		}
+		if err := c.DeleteSnapshot(ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "deleted snapshot %s\n", pos[0])
+	case "session ls":
+		if err := want(0, "no arguments"); err != nil {
+			return err
+		}
+		ss, err := c.Sessions(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "VOLUME\tINITIATOR\tREMOTE\tSINCE")
+		for _, s := range ss {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Volume, s.Initiator, s.RemoteAddr, s.Since.Format(time.RFC3339))
+		}
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", noun+" "+verb, usage)
+		return errUsage
+	}
+	return nil
+}
+
+func printVolume(w io.Writer, v storage.Volume) {
+	chap := "-"
+	if v.CHAP != nil {
+		chap = v.CHAP.User
+		if v.CHAP.MutualUser != "" {
+			chap += " (mutual)"
+		}
+	}
+	inits := strings.Join(v.Initiators, ",")
+	if inits == "" {
+		inits = "(none)"
+	}
+	fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\t%s\n", v.Name, v.SizeMiB, v.IQN, v.LUN, inits, chap, v.CreatedAt.Format(time.RFC3339))
+}
+
+func printSnapshot(w io.Writer, s storage.Snapshot) {
+	fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", s.ID, s.Volume, s.SizeMiB, s.Method, s.CreatedAt.Format(time.RFC3339))
+}

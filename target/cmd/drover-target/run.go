@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/drover/terraform-provider-drover/target/server"
+)
+
+// errUsage reports a usage error that has already been printed.
+var errUsage = errors.New("usage error")
+
+const usage = `drover-target: the Drover storage box daemon and its admin CLI.
+
+Daemon:
+  drover-target serve --data-dir DIR --token-file FILE [--iscsi-listen ADDR] [--api-listen ADDR]
+                      [--tls-cert FILE --tls-key FILE] [--iqn-prefix PREFIX] [--config FILE]
+                      [--log-level debug|info|warn|error]
+
+Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the token from
+--token-file or $DROVER_STORAGE_TOKEN):
+  drover-target volume ls
+  drover-target volume create NAME SIZE_MIB [--initiator IQN]...
+  drover-target volume grow NAME SIZE_MIB
+  drover-target volume upload NAME IMAGE_FILE [--format raw|qcow2]
+  drover-target volume rm NAME [--force]
+  drover-target snapshot ls VOLUME
+  drover-target snapshot create VOLUME
+  drover-target snapshot rm ID
+  drover-target session ls
+`
+
+// run is the whole program; main only adds the signal context and the exit
+// code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "volume", "snapshot", "session":
+		return admin(ctx, args[0], args[1:], getenv, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+	return errUsage
+}
+
+// fileConfig is the --config file: JSON with the flags' names in snake case.
+type fileConfig struct {
+	DataDir     string `json:"data_dir"`
+	ISCSIListen string `json:"iscsi_listen"`
+	APIListen   string `json:"api_listen"`
+	TokenFile   string `json:"token_file"`
+	TLSCert     string `json:"tls_cert"`
+	TLSKey      string `json:"tls_key"`
+	IQNPrefix   string `json:"iqn_prefix"`
+	LogLevel    string `json:"log_level"`
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c fileConfig
+	var configFile string
+	fs.StringVar(&c.DataDir, "data-dir", "", "directory of the volumes and their metadata (required)")
+	fs.StringVar(&c.ISCSIListen, "iscsi-listen", server.DefaultISCSIListen, "iSCSI portal address")
+	fs.StringVar(&c.APIListen, "api-listen", server.DefaultAPIListen, "management API address")
+	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the API's bearer token (required)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve the API over HTTPS with this certificate")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert")
+	fs.StringVar(&c.IQNPrefix, "iqn-prefix", "", "prefix of the volumes' IQNs (default iqn.2026-11.io.drover:)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&configFile, "config", "", "JSON file with the same settings (data_dir, iscsi_listen, ...); flags win")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if configFile != "" {
+		if err := applyConfigFile(fs, configFile, &c); err != nil {
+			return err
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	token, err := server.ReadTokenFile(c.TokenFile)
+	if err != nil {
+		return err
+	}
+	return server.Run(ctx, server.Config{
+		DataDir:     c.DataDir,
+		ISCSIListen: c.ISCSIListen,
+		APIListen:   c.APIListen,
+		Token:       token,
+		TLSCert:     c.TLSCert,
+		TLSKey:      c.TLSKey,
+		IQNPrefix:   c.IQNPrefix,
+		Logger:      logger,
+	})
+}
+
+// applyConfigFile fills the settings not given as flags from a JSON file.
+func applyConfigFile(fs *flag.FlagSet, path string, c *fileConfig) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	var fc fileConfig
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, s := range []struct {
+		flag     string
+		dst      *string
+		fromFile string
+	}{
+		{"data-dir", &c.DataDir, fc.DataDir},
+		{"iscsi-listen", &c.ISCSIListen, fc.ISCSIListen},
+		{"api-listen", &c.APIListen, fc.APIListen},
+		{"token-file", &c.TokenFile, fc.TokenFile},
+		{"tls-cert", &c.TLSCert, fc.TLSCert},
+		{"tls-key", &c.TLSKey, fc.TLSKey},
+		{"iqn-prefix", &c.IQNPrefix, fc.IQNPrefix},
+		{"log-level", &c.LogLevel, fc.LogLevel},
+	} {
+		if !set[s.flag] && s.fromFile != "" {
+			*s.dst = s.fromFile
+		}
+	}
+	return nil
+}
+
+// parseInterleaved parses flags that may come before, between or after
+// the positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}

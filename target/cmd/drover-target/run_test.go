@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/api/apitest"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// cli runs one admin command against srv and returns its output.
+func cli(t *testing.T, srv *apitest.Server, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	args = append(args, "--endpoint", srv.URL)
+	err := run(context.Background(), args, env(map[string]string{"DROVER_STORAGE_TOKEN": apitest.Token}), &out, &errOut)
+	return out.String() + errOut.String(), err
+}
+
+func mustCLI(t *testing.T, srv *apitest.Server, args ...string) string {
+	t.Helper()
+	out, err := cli(t, srv, args...)
+	if err != nil {
+		t.Fatalf("drover-target %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func TestTheAdminCLIManagesVolumesSnapshotsAndSessions(t *testing.T) {
+	t.Parallel()
+	srv := apitest.New(t)
+	out := mustCLI(t, srv, "volume", "create", "web-1", "16", "--initiator", "iqn.2000-01.lab:alpha")
+	if !strings.Contains(out, "iqn.2026-11.io.drover:web-1") || !strings.Contains(out, "iqn.2000-01.lab:alpha") {
+		t.Errorf("volume create output lacks the IQN or the initiator:\n%s", out)
+	}
+	mustCLI(t, srv, "volume", "grow", "web-1", "32")
+	if out := mustCLI(t, srv, "volume", "ls"); !strings.Contains(out, "web-1") || !strings.Contains(out, "32") {
+		t.Errorf("volume ls output = %q, want web-1 at 32 MiB", out)
+	}
+	img := filepath.Join(t.TempDir(), "img.raw")
+	if err := os.WriteFile(img, []byte("boot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, srv, "volume", "upload", "web-1", img)
+	out = mustCLI(t, srv, "snapshot", "create", "web-1")
+	if !strings.Contains(out, "web-1.1") {
+		t.Errorf("snapshot create output = %q, want the id web-1.1", out)
+	}
+	if out := mustCLI(t, srv, "snapshot", "ls", "web-1"); !strings.Contains(out, "web-1.1") {
+		t.Errorf("snapshot ls output = %q, want web-1.1", out)
+	}
+	mustCLI(t, srv, "snapshot", "rm", "web-1.1")
+
+	srv.Exporter.AddSession(api.Session{Volume: "web-1", Initiator: "iqn.2000-01.lab:alpha", RemoteAddr: "127.0.0.2:9", Since: time.Now()})
+	if out := mustCLI(t, srv, "session", "ls"); !strings.Contains(out, "iqn.2000-01.lab:alpha") {
+		t.Errorf("session ls output = %q, want alpha's session", out)
+	}
+	out, err := cli(t, srv, "volume", "rm", "web-1")
+	if err == nil || !strings.Contains(err.Error(), "force=true") {
+		t.Errorf("volume rm of a volume in use: %v, want a refusal mentioning force", err)
+	}
+	mustCLI(t, srv, "volume", "rm", "web-1", "--force")
+	if out = mustCLI(t, srv, "volume", "ls"); strings.Contains(out, "web-1") {
+		t.Errorf("volume ls after rm = %q, want no web-1", out)
+	}
+}
+
+func TestTheCLIExplainsWhatIsMissing(t *testing.T) {
+	t.Parallel()
+	srv := apitest.New(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"no token", []string{"volume", "ls", "--endpoint", srv.URL}, nil, "DROVER_STORAGE_TOKEN"},
+		{"a wrong token", []string{"volume", "ls", "--endpoint", srv.URL}, map[string]string{"DROVER_STORAGE_TOKEN": "nope"}, "token"},
+		{"a bad size", []string{"volume", "create", "x", "lots", "--endpoint", srv.URL}, map[string]string{"DROVER_STORAGE_TOKEN": apitest.Token}, "SIZE_MIB"},
+		{"a missing argument", []string{"volume", "grow", "x", "--endpoint", srv.URL}, map[string]string{"DROVER_STORAGE_TOKEN": apitest.Token}, "NAME SIZE_MIB"},
+		{"a bad name", []string{"volume", "create", "Bad", "1", "--endpoint", srv.URL}, map[string]string{"DROVER_STORAGE_TOKEN": apitest.Token}, "uppercase"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), tc.args, env(tc.env), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"frobnicate"}, env(nil), &out, &errOut); !errors.Is(err, errUsage) || !strings.Contains(errOut.String(), "unknown command") {
+		t.Errorf("unknown command: %v, stderr %q; want a usage error", err, errOut.String())
+	}
+}
+
+func TestServeRefusesToStartWithoutAToken(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}, env(nil), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "--token-file") {
+		t.Errorf("serve without a token: %v, want an error naming --token-file", err)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestServeRunsUntilTheContextEndsAndReadsAConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("serve-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apiAddr := freePort(t)
+	config := filepath.Join(dir, "drover-target.json")
+	cfg := `{"data_dir":"` + filepath.Join(dir, "data") + `","api_listen":"` + apiAddr + `","token_file":"` + tokenFile + `","log_level":"warn"}`
+	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var out, errOut bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", config, "--iscsi-listen", freePort(t)}, env(nil), &out, &errOut)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + apiAddr + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("the daemon did not answer on %s within 10s: %v (log: %s)", apiAddr, err, errOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve returned %v after cancel, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop within 10s of cancel")
+	}
+}

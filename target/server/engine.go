@@ -1,0 +1,41 @@
+package server
+
+import (
+	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/iscsi"
+)
+
+// newISCSIEngine starts the real iSCSI engine.
+func newISCSIEngine(c EngineConfig) (Exporter, error) {
+	e, err := iscsi.New(iscsi.Config{Listen: c.Listen, Logger: c.Logger, Registerer: c.Registerer})
+	if err != nil {
+		return nil, err
+	}
+	return engine{e}, nil
+}
+
+// engine adapts *iscsi.Engine to Exporter. The API keeps its own export
+// types so that it, and its tests, do not depend on the engine (and gotgt).
+type engine struct{ e *iscsi.Engine }
+
+func (g engine) Add(ex api.Export) error    { return g.e.Add(toISCSI(ex)) }
+func (g engine) Update(ex api.Export) error { return g.e.Update(toISCSI(ex)) }
+func (g engine) Remove(name string) error   { return g.e.Remove(name) }
+func (g engine) Close() error               { return g.e.Close() }
+
+func (g engine) Sessions() []api.Session {
+	ss := g.e.Sessions()
+	out := make([]api.Session, len(ss))
+	for i, s := range ss {
+		out[i] = api.Session{Volume: s.Volume, TargetIQN: s.TargetIQN, Initiator: s.Initiator, RemoteAddr: s.RemoteAddr, Since: s.Since}
+	}
+	return out
+}
+
+func toISCSI(ex api.Export) iscsi.Export {
+	out := iscsi.Export{Name: ex.Name, IQN: ex.IQN, LUN: ex.LUN, Path: ex.Path, Initiators: ex.Initiators}
+	if c := ex.CHAP; c != nil {
+		out.CHAP = &iscsi.CHAP{User: c.User, Secret: c.Secret, MutualUser: c.MutualUser, MutualSecret: c.MutualSecret}
+	}
+	return out
+}

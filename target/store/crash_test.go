@@ -1,0 +1,234 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+type crashed struct{ step string }
+
+// TestACrashAtAnyStepLeavesTheOldOrTheNewState runs every change, crashing
+// it at each of its steps: the hook panics, the store is dropped without
+// any cleanup, and a fresh Open must show either the state before the
+// change or the state after it, with no orphan file.
+func TestACrashAtAnyStepLeavesTheOldOrTheNewState(t *testing.T) {
+	t.Parallel()
+	ops := []struct {
+		name  string
+		steps []string
+		run   func(s *Store) error
+	}{
+		{"create a volume", []string{"create/recorded", "create/file", "create/ready"}, func(s *Store) error {
+			_, err := s.Create(context.Background(), "new", 2, Access{})
+			return err
+		}},
+		{"clone a volume", []string{"create/recorded", "create/file", "create/ready"}, func(s *Store) error {
+			_, err := s.Clone(context.Background(), "copy", Source{Volume: "base"}, 0, Access{})
+			return err
+		}},
+		{"clone a snapshot", []string{"create/recorded", "create/file", "create/ready"}, func(s *Store) error {
+			_, err := s.Clone(context.Background(), "restored", Source{Snapshot: "base.1"}, 8, Access{})
+			return err
+		}},
+		{"grow a volume", []string{"grow/file"}, func(s *Store) error {
+			_, err := s.Grow(context.Background(), "base", 6)
+			return err
+		}},
+		{"delete a volume", []string{"delete/unrecorded"}, func(s *Store) error {
+			return s.Delete(context.Background(), "base")
+		}},
+		{"take a snapshot", []string{"snapshot/recorded", "snapshot/file"}, func(s *Store) error {
+			_, err := s.CreateSnapshot(context.Background(), "base")
+			return err
+		}},
+		{"delete a snapshot", []string{"snapshot-delete/unrecorded"}, func(s *Store) error {
+			return s.DeleteSnapshot(context.Background(), "base.1")
+		}},
+		{"upload an image", []string{"image/written"}, func(s *Store) error {
+			return s.WriteImage(context.Background(), "base", bytes.NewReader(bytes.Repeat([]byte("img"), 1000)), FormatRaw)
+		}},
+	}
+	for _, op := range ops {
+		for _, step := range op.steps {
+			t.Run(fmt.Sprintf("%s, crash after %s", op.name, step), func(t *testing.T) {
+				t.Parallel()
+				dir := t.TempDir()
+				oldState, newState := seedAndRun(t, dir, op.run)
+				s := openBase(t, dir)
+				s.crash = func(at string) {
+					if at == step {
+						panic(crashed{at})
+					}
+				}
+				func() {
+					defer func() {
+						r := recover()
+						if _, ok := r.(crashed); !ok {
+							t.Fatalf("the operation did not reach step %s (recovered %v)", step, r)
+						}
+					}()
+					op.run(s)
+				}()
+				s.Close() // the crash: no cleanup ran; only the fds went away
+
+				after := describe(t, openTestStore(t, dir, Options{}))
+				if after != oldState && after != newState {
+					t.Errorf("state after crash and reopen:\n%s\nwant the old state:\n%s\nor the new state:\n%s", after, oldState, newState)
+				}
+			})
+		}
+	}
+}
+
+// seedAndRun builds the base state in a scratch directory, runs op there
+// without crashing, and returns the descriptions before and after.
+func seedAndRun(t *testing.T, dir string, op func(*Store) error) (oldState, newState string) {
+	t.Helper()
+	scratch := filepath.Join(t.TempDir(), "scratch")
+	s := openBase(t, scratch)
+	oldState = describe(t, s)
+	if err := op(s); err != nil {
+		t.Fatalf("operation without crash: %v", err)
+	}
+	newState = describe(t, s)
+	s.Close()
+	if oldState == newState {
+		t.Fatalf("operation changed nothing; the test would prove nothing")
+	}
+	seed(t, dir)
+	return oldState, newState
+}
+
+func openBase(t *testing.T, dir string) *Store {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, dbFile)); err != nil {
+		seed(t, dir)
+	}
+	s := openTestStore(t, dir, Options{})
+	return s
+}
+
+// seed makes the base state: volume "base" (4 MiB, some data) and its
+// snapshot "base.1".
+func seed(t *testing.T, dir string) {
+	t.Helper()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v := mustCreate(t, s, "base", 4)
+	writeAt(t, v.Path, 0, []byte("base data"))
+	mustSnapshot(t, s, "base")
+	writeAt(t, v.Path, 0, []byte("BASE DATA"))
+}
+
+func TestOpenRepairsWhatACrashLeft(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+	}{
+		{"a creating record with its file is rolled back", func(t *testing.T, dir string) {
+			putRawRecord(t, dir, bucketVolumes, "half", volumeRecord{Name: "half", SizeMiB: 1, State: stateCreating, File: "volumes/half.raw"})
+			touch(t, filepath.Join(dir, "volumes", "half.raw"), MiB)
+		}},
+		{"a creating record without a file is rolled back", func(t *testing.T, dir string) {
+			putRawRecord(t, dir, bucketVolumes, "half", volumeRecord{Name: "half", SizeMiB: 1, State: stateCreating, File: "volumes/half.raw"})
+		}},
+		{"a creating snapshot record is rolled back", func(t *testing.T, dir string) {
+			putRawRecord(t, dir, bucketSnapshots, "base.9", snapshotRecord{ID: "base.9", Seq: 9, Volume: "base", SizeMiB: 4, State: stateCreating, File: "snapshots/base.9.raw"})
+			touch(t, filepath.Join(dir, "snapshots", "base.9.raw"), 10)
+		}},
+		{"an orphan volume file is removed and not counted", func(t *testing.T, dir string) {
+			touch(t, filepath.Join(dir, "volumes", "stray.raw"), MiB)
+		}},
+		{"an orphan snapshot file is removed", func(t *testing.T, dir string) {
+			touch(t, filepath.Join(dir, "snapshots", "base.77.raw"), MiB)
+		}},
+		{"a leftover upload is removed", func(t *testing.T, dir string) {
+			touch(t, filepath.Join(dir, "tmp", "base-123.raw"), MiB)
+		}},
+		{"a file grown before its record is cut back", func(t *testing.T, dir string) {
+			if err := os.Truncate(filepath.Join(dir, "volumes", "base.raw"), 9*MiB); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			seed(t, dir)
+			want := describeAndClose(t, dir)
+			tc.damage(t, dir)
+			if got := describe(t, openTestStore(t, dir, Options{})); got != want {
+				t.Errorf("state after repair:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestOpenRefusesAVolumeWhoseFileIsGone(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	seed(t, dir)
+	if err := os.Remove(filepath.Join(dir, "volumes", "base.raw")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, Options{})
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("backing file missing")) {
+		t.Errorf("Open error = %v, want one naming the missing backing file", err)
+	}
+}
+
+func describeAndClose(t *testing.T, dir string) string {
+	t.Helper()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	return describe(t, s)
+}
+
+func putRawRecord(t *testing.T, dir string, bucket []byte, key string, rec any) {
+	t.Helper()
+	// Write straight into the (closed) store's database, as a crashed
+	// daemon would have left it.
+	db, err := bolt.Open(filepath.Join(dir, dbFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		switch r := rec.(type) {
+		case volumeRecord:
+			return putVolume(tx.Bucket(bucket), r)
+		case snapshotRecord:
+			return putSnapshot(tx.Bucket(bucket), r)
+		}
+		return fmt.Errorf("unknown record %T", rec)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func touch(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+}

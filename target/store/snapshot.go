@@ -1,0 +1,181 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// CreateSnapshot takes a point-in-time copy of a volume: a reflink where the
+// filesystem supports it (instant), a sparse copy otherwise. A copy is
+// point-in-time only if nobody writes to the volume meanwhile; callers
+// pause or freeze the guest around it.
+func (s *Store) CreateSnapshot(ctx context.Context, volume string) (Snapshot, error) {
+	if err := CheckName(volume); err != nil {
+		return Snapshot{}, err
+	}
+	unlock, err := s.locks.lock(ctx, "volume/"+volume)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	defer unlock()
+	var rec snapshotRecord
+	var src string
+	err = s.update(func(vb, sb *bolt.Bucket) error {
+		v, ok, err := getVolume(vb, volume)
+		if err != nil {
+			return err
+		}
+		if !ok || v.State != stateReady {
+			return errorf(ErrNotFound, "volume %q does not exist", volume)
+		}
+		seq, err := sb.NextSequence()
+		if err != nil {
+			return err
+		}
+		src = s.abs(v.File)
+		id := snapshotID(volume, seq)
+		rec = snapshotRecord{
+			ID:        id,
+			Seq:       seq,
+			Volume:    volume,
+			SizeMiB:   v.SizeMiB,
+			State:     stateCreating,
+			File:      filepath.Join(snapshotsDir, id+".raw"),
+			CreatedAt: time.Now().UTC(),
+		}
+		return putSnapshot(sb, rec)
+	})
+	if err != nil {
+		return Snapshot{}, err
+	}
+	s.step("snapshot/recorded")
+
+	fill := func(ctx context.Context, dst *os.File) error {
+		in, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		rec.Method, err = s.cloneInto(ctx, dst, in)
+		return err
+	}
+	if err := s.writeNewFile(ctx, rec.File, rec.SizeMiB*MiB, fill); err != nil {
+		s.dropSnapshot(rec)
+		return Snapshot{}, fmt.Errorf("snapshot volume %q: %w", volume, err)
+	}
+	s.step("snapshot/file")
+
+	rec.State = stateReady
+	if err := s.update(func(_, sb *bolt.Bucket) error { return putSnapshot(sb, rec) }); err != nil {
+		s.dropSnapshot(rec)
+		return Snapshot{}, fmt.Errorf("snapshot volume %q: %w", volume, err)
+	}
+	return s.snapshot(rec), nil
+}
+
+func (s *Store) dropSnapshot(rec snapshotRecord) {
+	if err := os.Remove(s.abs(rec.File)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove file of failed snapshot; it goes at next start", "snapshot", rec.ID, "err", err)
+	}
+	if err := s.update(func(_, sb *bolt.Bucket) error { return sb.Delete([]byte(rec.ID)) }); err != nil {
+		s.log.Warn("drop record of failed snapshot; it goes at next start", "snapshot", rec.ID, "err", err)
+	}
+}
+
+// GetSnapshot returns a snapshot or an ErrNotFound error.
+func (s *Store) GetSnapshot(id string) (Snapshot, error) {
+	if err := CheckSnapshotID(id); err != nil {
+		return Snapshot{}, err
+	}
+	r, err := s.readySnapshot(id)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return s.snapshot(r), nil
+}
+
+// ListSnapshots returns the snapshots taken of the named volume, oldest
+// first, including those that outlived it. An empty volume name lists all.
+func (s *Store) ListSnapshots(volume string) ([]Snapshot, error) {
+	if volume != "" {
+		if err := CheckName(volume); err != nil {
+			return nil, err
+		}
+	}
+	var recs []snapshotRecord
+	err := s.view(func(_, sb *bolt.Bucket) error {
+		return sb.ForEach(func(k, _ []byte) error {
+			r, _, err := getSnapshot(sb, string(k))
+			if err != nil {
+				return err
+			}
+			if r.State == stateReady && (volume == "" || r.Volume == volume) {
+				recs = append(recs, r)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Seq < recs[j].Seq })
+	out := make([]Snapshot, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, s.snapshot(r))
+	}
+	return out, nil
+}
+
+// DeleteSnapshot removes a snapshot: record first, file second.
+func (s *Store) DeleteSnapshot(ctx context.Context, id string) error {
+	if err := CheckSnapshotID(id); err != nil {
+		return err
+	}
+	unlock, err := s.locks.lock(ctx, "snapshot/"+id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var rec snapshotRecord
+	err = s.update(func(_, sb *bolt.Bucket) error {
+		var ok bool
+		var err error
+		rec, ok, err = getSnapshot(sb, id)
+		if err != nil {
+			return err
+		}
+		if !ok || rec.State != stateReady {
+			return errorf(ErrNotFound, "snapshot %q does not exist", id)
+		}
+		return sb.Delete([]byte(id))
+	})
+	if err != nil {
+		return err
+	}
+	s.step("snapshot-delete/unrecorded")
+	if err := os.Remove(s.abs(rec.File)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove file of deleted snapshot; it goes at next start", "snapshot", id, "err", err)
+	}
+	return nil
+}
+
+// OpenSnapshot opens a snapshot's data for reading; the caller closes it.
+// The open file stays readable even if the snapshot is deleted meanwhile.
+func (s *Store) OpenSnapshot(id string) (*os.File, Snapshot, error) {
+	snap, err := s.GetSnapshot(id)
+	if err != nil {
+		return nil, Snapshot{}, err
+	}
+	f, err := os.Open(snap.Path)
+	if err != nil {
+		return nil, Snapshot{}, fmt.Errorf("open snapshot %s: %w", id, err)
+	}
+	return f, snap, nil
+}
