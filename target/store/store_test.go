@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -237,12 +240,16 @@ func TestSnapshotsAreFrozenCopiesWhetherReflinkedOrCopied(t *testing.T) {
 	}
 }
 
-// TestReflinkOnARealReflinkFilesystem runs only when DROVER_REFLINK_DIR
-// names a directory on XFS or btrfs; this machine has only ext4.
+// TestReflinkOnARealReflinkFilesystem takes a snapshot on XFS with reflinks:
+// in DROVER_REFLINK_DIR when set, otherwise, with DROVER_REFLINK=1 (make
+// test sets it), on an XFS image it makes and loop-mounts itself.
 func TestReflinkOnARealReflinkFilesystem(t *testing.T) {
 	dir := os.Getenv("DROVER_REFLINK_DIR")
 	if dir == "" {
-		t.Skip("set DROVER_REFLINK_DIR to a directory on a reflink-capable filesystem (xfs, btrfs) to run")
+		if os.Getenv("DROVER_REFLINK") != "1" {
+			t.Skip("set DROVER_REFLINK=1 (root, xfsprogs) or DROVER_REFLINK_DIR to a directory on xfs or btrfs to run")
+		}
+		dir = mountXFS(t)
 	}
 	d, err := os.MkdirTemp(dir, "store-test-")
 	if err != nil {
@@ -250,10 +257,71 @@ func TestReflinkOnARealReflinkFilesystem(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(d) })
 	s := openTestStore(t, d, Options{})
-	mustCreate(t, s, "vm", 8)
-	if snap := mustSnapshot(t, s, "vm"); snap.Method != MethodReflink {
+	v := mustCreate(t, s, "vm", 8)
+	path := v.Path
+	before := bytes.Repeat([]byte("before-snapshot!"), 4096)
+	if err := os.WriteFile(path, before, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	snap := mustSnapshot(t, s, "vm")
+	if snap.Method != MethodReflink {
 		t.Errorf("Method = %q, want %q", snap.Method, MethodReflink)
 	}
+	// Writing to the volume after the snapshot must not show in the snapshot.
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte("X"), 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r, _, err := s.OpenSnapshot(snap.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make([]byte, len(before))
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, before) {
+		t.Errorf("snapshot changed after a write to its volume: first bytes %q, want %q", got[:32], before[:32])
+	}
+}
+
+// mountXFS makes a small XFS filesystem with reflinks in an image file and
+// loop-mounts it for the test's lifetime.
+func mountXFS(t *testing.T) string {
+	t.Helper()
+	tmp := t.TempDir()
+	img, mnt := filepath.Join(tmp, "xfs.img"), filepath.Join(tmp, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"mkfs.xfs", "-q", "-m", "reflink=1", img},
+		{"mount", "-o", "loop", img, mnt},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", mnt, err, out)
+		}
+	})
+	return mnt
 }
 
 func TestSnapshotIDsAreURLSafeAndNeverReused(t *testing.T) {
