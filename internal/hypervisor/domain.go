@@ -9,8 +9,8 @@ import (
 	"libvirt.org/go/libvirtxml"
 )
 
-// DomainSpec describes a diskless domain that boots a kernel directly. It is
-// the smallest VM Drover can run; disks and networks come later.
+// DomainSpec describes a diskless domain that boots a kernel directly: the
+// smallest domain a test can run. Drover's VMs are described by VM.
 type DomainSpec struct {
 	Name      string
 	UUID      string // optional: libvirt makes one up when empty
@@ -140,10 +140,7 @@ func (p *Pool) Remove(ctx context.Context, uri, vm string) error {
 				return fmt.Errorf("stop: %s", errorMessage(err))
 			}
 		}
-		if err := dom.Undefine(); err != nil && !isNoDomain(err) {
-			return fmt.Errorf("undefine: %s", errorMessage(err))
-		}
-		return nil
+		return undefineDomain(dom)
 	})
 	if err != nil {
 		return fmt.Errorf("remove domain %s from %s: %w", vm, uri, err)

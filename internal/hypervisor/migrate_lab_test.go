@@ -75,7 +75,7 @@ func TestAccLiveMigrationMovesARunningGuestToTheOtherHost(t *testing.T) {
 	before := waitAlive(t, console, 1, time.Minute)
 
 	start := time.Now()
-	if err := pool.Migrate(ctx, name, alpha, beta); err != nil {
+	if err := pool.Migrate(ctx, name, alpha, beta, MigrateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("migrated in %s", time.Since(start).Round(time.Millisecond))
