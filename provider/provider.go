@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/provider"
 	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/storage"
 )
 
 var _ provider.Provider = (*droverProvider)(nil)
@@ -25,6 +27,15 @@ var _ provider.Provider = (*droverProvider)(nil)
 type Hypervisors interface {
 	Host(ctx context.Context, uri string) (hypervisor.Host, error)
 }
+
+// diskResizer tells the running VMs on the hosts (name → URI) that have the
+// LUN iqn/lun as a disk that it is now sizeMiB big. *hypervisor.Pool is the
+// real one.
+type diskResizer interface {
+	ResizeDisks(ctx context.Context, hosts map[string]string, iqn string, lun uint64, sizeMiB int64) ([]hypervisor.Resized, error)
+}
+
+var _ diskResizer = (*hypervisor.Pool)(nil)
 
 // New returns the provider factory that providerserver serves. Every provider
 // instance of the process shares hosts, whose connections outlive a single
@@ -44,6 +55,12 @@ type droverProvider struct {
 type providerData struct {
 	config config
 	hosts  Hypervisors
+	// storage is the client of drover-target; nil when the provider block
+	// has no storage.
+	storage *storage.Client
+	// resizer tells running VMs that a volume grew; nil when the hosts'
+	// hypervisor cannot.
+	resizer diskResizer
 }
 
 // providerModel is the provider block as Terraform sends it.
@@ -161,9 +178,9 @@ func (p *droverProvider) Schema(_ context.Context, _ provider.SchemaRequest, res
 }
 
 // Configure turns the provider block into a config and hands it, with the
-// hosts, to resources and data sources. It opens no connection: hosts are
-// reached when something needs them, so a dead host cannot stall a plan that
-// does not touch it.
+// hosts and a storage client, to resources and data sources. It opens no
+// connection: hosts and the target are reached when something needs them,
+// so a dead host cannot stall a plan that does not touch it.
 func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRequest, resp *provider.ConfigureResponse) {
 	var model providerModel
 	resp.Diagnostics.Append(req.Config.Get(ctx, &model)...)
@@ -176,14 +193,23 @@ func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRe
 		return
 	}
 	data := &providerData{config: cfg, hosts: p.hosts}
+	if cfg.Storage != nil {
+		client, err := storage.New(cfg.Storage.Endpoint, cfg.Storage.Token)
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("storage"), "Unable to configure storage", err.Error())
+			return
+		}
+		data.storage = client
+	}
+	data.resizer, _ = p.hosts.(diskResizer)
 	resp.DataSourceData = data
 	resp.ResourceData = data
 }
 
 func (p *droverProvider) Resources(context.Context) []func() resource.Resource {
-	return nil
+	return []func() resource.Resource{NewVolumeResource, NewVMResource}
 }
 
 func (p *droverProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewHostsDataSource}
+	return []func() datasource.DataSource{NewHostsDataSource, NewVolumeDataSource}
 }

@@ -1,0 +1,474 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/storage"
+)
+
+var (
+	_ resource.Resource                = (*vmResource)(nil)
+	_ resource.ResourceWithConfigure   = (*vmResource)(nil)
+	_ resource.ResourceWithModifyPlan  = (*vmResource)(nil)
+	_ resource.ResourceWithImportState = (*vmResource)(nil)
+)
+
+// vmHosts is what drover_vm needs of the hypervisor hosts, by URI.
+// *hypervisor.Pool is the real one.
+type vmHosts interface {
+	Host(ctx context.Context, uri string) (hypervisor.Host, error)
+	Locate(ctx context.Context, hosts map[string]string, vm string) ([]hypervisor.Location, error)
+	ReadVM(ctx context.Context, uri, vm string) (hypervisor.VM, hypervisor.Domain, error)
+	DefineVM(ctx context.Context, uri string, vm hypervisor.VM) (hypervisor.Domain, error)
+	CreateVM(ctx context.Context, uri string, vm hypervisor.VM) (hypervisor.Domain, error)
+	Start(ctx context.Context, uri, vm string) (hypervisor.Domain, error)
+	Shutdown(ctx context.Context, uri, vm string, grace time.Duration) (forced bool, err error)
+	Undefine(ctx context.Context, uri, vm string) error
+	SetMemory(ctx context.Context, uri, vm string, memoryMiB int64) error
+	SetMetadata(ctx context.Context, uri string, vm hypervisor.VM) error
+	AttachDisk(ctx context.Context, uri, vm string, s hypervisor.Storage, d hypervisor.Disk) (hypervisor.Disk, error)
+	DetachDisk(ctx context.Context, uri, vm, target string) error
+	AttachNIC(ctx context.Context, uri, vm string, n hypervisor.NIC) (hypervisor.NIC, error)
+	DetachNIC(ctx context.Context, uri, vm, mac string) error
+	EnsureCHAPSecret(ctx context.Context, uri, value string) error
+	CheckNetworks(ctx context.Context, uri string, nics []hypervisor.NIC) error
+}
+
+var _ vmHosts = (*hypervisor.Pool)(nil)
+
+// vmStorage is what drover_vm needs of the storage box. *storage.Client is
+// the real one.
+type vmStorage interface {
+	GetVolume(ctx context.Context, name string) (storage.Volume, error)
+	CreateVolume(ctx context.Context, req storage.CreateVolumeRequest) (storage.Volume, error)
+	UpdateVolume(ctx context.Context, name string, req storage.UpdateVolumeRequest) (storage.Volume, error)
+	GrowVolume(ctx context.Context, name string, sizeMiB int64) (storage.Volume, error)
+	UploadVolume(ctx context.Context, name string, image io.Reader, format string) error
+	DeleteVolume(ctx context.Context, name string, force bool) error
+}
+
+var _ vmStorage = (*storage.Client)(nil)
+
+// Default timeouts of drover_vm's operations.
+const (
+	vmCreateTimeout = 10 * time.Minute
+	vmReadTimeout   = 2 * time.Minute
+	vmUpdateTimeout = 10 * time.Minute
+	vmDeleteTimeout = 5 * time.Minute
+	// maxShutdownGrace bounds how long a guest is given to power off when
+	// asked, before it is powered off hard; the operation's timeout bounds
+	// it too (half of it at most).
+	maxShutdownGrace = time.Minute
+)
+
+// NewVMResource returns the drover_vm resource.
+func NewVMResource() resource.Resource { return &vmResource{} }
+
+type vmResource struct {
+	cfg     config
+	hosts   vmHosts
+	storage vmStorage // nil when the provider block has no storage
+	access  volumeAccess
+}
+
+type vmModel struct {
+	ID                types.String   `tfsdk:"id"`
+	Name              types.String   `tfsdk:"name"`
+	Host              types.String   `tfsdk:"host"`
+	VCPUs             types.Int64    `tfsdk:"vcpus"`
+	MemoryMiB         types.Int64    `tfsdk:"memory_mib"`
+	MaxMemoryMiB      types.Int64    `tfsdk:"max_memory_mib"`
+	Disks             types.List     `tfsdk:"disks"`              // of vmDiskModel
+	NetworkInterfaces types.List     `tfsdk:"network_interfaces"` // of vmNICModel
+	CloudInit         types.Object   `tfsdk:"cloud_init"`         // vmCloudInitModel
+	Kernel            types.String   `tfsdk:"kernel"`
+	Initrd            types.String   `tfsdk:"initrd"`
+	Cmdline           types.String   `tfsdk:"cmdline"`
+	Firmware          types.String   `tfsdk:"firmware"`
+	Running           types.Bool     `tfsdk:"running"`
+	AllowRestart      types.Bool     `tfsdk:"allow_restart"`
+	Placement         types.Object   `tfsdk:"placement"` // vmPlacementModel
+	Timeouts          timeouts.Value `tfsdk:"timeouts"`
+}
+
+func (r *vmResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_vm"
+}
+
+// A VM's name is a libvirt domain name and, with "-seed", the name of its
+// cloud-init volume on the storage box (at most 63 of [a-z0-9-]).
+var vmNameRegexp = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,56}[a-z0-9])?$`)
+
+func (r *vmResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A virtual machine on one of the provider's hosts, with its disks on the " +
+			"storage box (iSCSI, opened by QEMU itself), so that it can run on any host. Drover picks " +
+			"the host (see `placement`), and the truth about the VM lives in libvirt: Drover's own " +
+			"facts are kept in the domain's metadata, so refresh and import work from any host.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				MarkdownDescription: "The libvirt domain UUID.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"name": schema.StringAttribute{
+				MarkdownDescription: "The VM's name, also its libvirt domain name: 1 to 58 lowercase " +
+					"letters, digits and `-`, not starting or ending with `-`. Changing it replaces the VM.",
+				Required:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+				Validators: []validator.String{stringvalidator.RegexMatches(vmNameRegexp,
+					"must be 1 to 58 lowercase letters, digits and -, not starting or ending with -")},
+			},
+			"host": schema.StringAttribute{
+				MarkdownDescription: "The host the VM runs on now. A new VM's host is known at plan " +
+					"time when it is pinned (`placement.host`), else after apply. An existing VM stays " +
+					"where it is.",
+				Computed:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"vcpus": schema.Int64Attribute{
+				MarkdownDescription: "Virtual CPUs. They are the VM's maximum too: changing them " +
+					"restarts a running VM (see `allow_restart`).",
+				Required:   true,
+				Validators: []validator.Int64{int64validator.Between(1, 256)},
+			},
+			"memory_mib": schema.Int64Attribute{
+				MarkdownDescription: "Memory in MiB. Grows and shrinks live up to `max_memory_mib`.",
+				Required:            true,
+				Validators:          []validator.Int64{int64validator.AtLeast(16)},
+			},
+			"max_memory_mib": schema.Int64Attribute{
+				MarkdownDescription: "The most memory, in MiB, the VM can have without a restart; " +
+					"placement reserves this much on its host. Defaults to `memory_mib`. Changing it " +
+					"restarts a running VM (see `allow_restart`).",
+				Optional:   true,
+				Computed:   true,
+				Validators: []validator.Int64{int64validator.AtLeast(16)},
+			},
+			"disks": schema.ListNestedAttribute{
+				MarkdownDescription: "The VM's disks in order, each a volume on the storage box " +
+					"(`drover_volume`); the first is the boot disk (`vda`). Disks are added and removed " +
+					"live, as long as the boot disk and the order of the remaining disks stay; other " +
+					"changes restart a running VM.",
+				Optional: true,
+				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
+					"volume_id": schema.StringAttribute{
+						MarkdownDescription: "The `id` of a `drover_volume` (its name on the storage box).",
+						Required:            true,
+					},
+				}},
+				Validators: []validator.List{listvalidator.SizeAtLeast(1)},
+			},
+			"network_interfaces": schema.ListNestedAttribute{
+				MarkdownDescription: "Virtio network interfaces, each on a libvirt network or a host " +
+					"bridge: every host must have it. Added and removed live.",
+				Optional: true,
+				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
+					"network": schema.StringAttribute{
+						MarkdownDescription: "A libvirt network, such as `default`. Set this or `bridge`.",
+						Optional:            true,
+						Validators: []validator.String{stringvalidator.ExactlyOneOf(
+							path.MatchRelative().AtParent().AtName("bridge"))},
+					},
+					"bridge": schema.StringAttribute{
+						MarkdownDescription: "A bridge of the host, such as `br0`. Set this or `network`.",
+						Optional:            true,
+					},
+					"mac": schema.StringAttribute{
+						MarkdownDescription: "The MAC address. Made up when not set, then kept.",
+						Optional:            true,
+						Computed:            true,
+						PlanModifiers:       []planmodifier.String{stableMAC{}},
+					},
+				}},
+			},
+			"cloud_init": schema.SingleNestedAttribute{
+				MarkdownDescription: "A cloud-init NoCloud seed. Drover writes it as an ISO 9660 image " +
+					"to a small volume `<name>-seed` on the storage box, attached as a CD-ROM, so it " +
+					"follows the VM to any host. The guest reads it at boot: changing it restarts a " +
+					"running VM (see `allow_restart`).",
+				Optional: true,
+				Attributes: map[string]schema.Attribute{
+					"user_data": schema.StringAttribute{
+						MarkdownDescription: "The user-data file, such as a `#cloud-config` document.",
+						Optional:            true,
+					},
+					"meta_data": schema.StringAttribute{
+						MarkdownDescription: "The meta-data file; give it an `instance-id`.",
+						Optional:            true,
+					},
+					"network_config": schema.StringAttribute{
+						MarkdownDescription: "The network-config file (optional).",
+						Optional:            true,
+					},
+				},
+			},
+			"kernel": schema.StringAttribute{
+				MarkdownDescription: "Direct kernel boot: the path of a kernel that exists on every host.",
+				Optional:            true,
+			},
+			"initrd": schema.StringAttribute{
+				MarkdownDescription: "Direct kernel boot: the path of an initramfs on every host. Needs `kernel`.",
+				Optional:            true,
+				Validators:          []validator.String{stringvalidator.AlsoRequires(path.MatchRoot("kernel"))},
+			},
+			"cmdline": schema.StringAttribute{
+				MarkdownDescription: "Direct kernel boot: the kernel command line, such as `console=ttyS0`. Needs `kernel`.",
+				Optional:            true,
+				Validators:          []validator.String{stringvalidator.AlsoRequires(path.MatchRoot("kernel"))},
+			},
+			"firmware": schema.StringAttribute{
+				MarkdownDescription: "`bios` (default) or `uefi`.",
+				Optional:            true,
+				Computed:            true,
+				Default:             stringdefault.StaticString(hypervisor.FirmwareBIOS),
+				Validators:          []validator.String{stringvalidator.OneOf(hypervisor.FirmwareBIOS, hypervisor.FirmwareUEFI)},
+			},
+			"running": schema.BoolAttribute{
+				MarkdownDescription: "Whether the VM runs. `false` shuts it down (gracefully, then " +
+					"hard after a grace period), `true` starts it. Defaults to `true`.",
+				Optional: true,
+				Computed: true,
+				Default:  booldefault.StaticBool(true),
+			},
+			"allow_restart": schema.BoolAttribute{
+				MarkdownDescription: "Whether a change that a running VM can only take by restarting " +
+					"(vcpus, max_memory_mib, firmware, kernel, cloud_init, the boot disk) may restart " +
+					"it. `false` (default): such a plan fails with an error naming the change. `true`: " +
+					"the plan warns and apply shuts the VM down gracefully and starts it again.",
+				Optional: true,
+				Computed: true,
+				Default:  booldefault.StaticBool(false),
+			},
+			"placement": schema.SingleNestedAttribute{
+				MarkdownDescription: "Where the VM may run. Without a pin, a new VM goes where the " +
+					"placement engine ranks best (spread over the hosts).",
+				Optional: true,
+				Attributes: map[string]schema.Attribute{
+					"host": schema.StringAttribute{
+						MarkdownDescription: "Pins the VM to this host of the provider block.",
+						Optional:            true,
+					},
+					"preferred_hosts": schema.ListAttribute{
+						MarkdownDescription: "Hosts the VM prefers, in order; where it returns to after maintenance.",
+						Optional:            true,
+						ElementType:         types.StringType,
+					},
+					"spread_group": schema.StringAttribute{
+						MarkdownDescription: "No two VMs of one spread group run on the same host.",
+						Optional:            true,
+					},
+				},
+			},
+		},
+		Blocks: map[string]schema.Block{
+			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true}),
+		},
+	}
+}
+
+func (r *vmResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	if req.ProviderData == nil {
+		return
+	}
+	data, ok := req.ProviderData.(*providerData)
+	if !ok {
+		resp.Diagnostics.AddError("Unable to configure drover_vm",
+			fmt.Sprintf("Unexpected provider data %T: this is a bug in the provider.", req.ProviderData))
+		return
+	}
+	hosts, ok := data.hosts.(vmHosts)
+	if !ok {
+		resp.Diagnostics.AddError("Unable to configure drover_vm",
+			fmt.Sprintf("The provider's hypervisor %T cannot run VMs: this is a bug in the provider.", data.hosts))
+		return
+	}
+	r.cfg, r.hosts, r.access = data.config, hosts, data.config.volumeAccess()
+	if data.storage != nil {
+		r.storage = data.storage
+	}
+}
+
+// hostURIs maps the configured hosts' names to their URIs.
+func (r *vmResource) hostURIs() map[string]string {
+	out := make(map[string]string, len(r.cfg.Hosts))
+	for _, h := range r.cfg.Hosts {
+		out[h.Name] = h.URI
+	}
+	return out
+}
+
+func (r *vmResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan vmModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := plan.Timeouts.Create(ctx, vmCreateTimeout)
+	resp.Diagnostics.Append(diags...)
+	spec, diags := plan.spec(ctx)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	loc, err := r.create(ctx, spec)
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to create VM", err.Error())
+		return
+	}
+	state, diags := r.readFrom(ctx, loc, plan)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+}
+
+func (r *vmResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var prior vmModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := prior.Timeouts.Read(ctx, vmReadTimeout)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	// Import sets only the name; otherwise the UUID finds the VM.
+	id := prior.ID.ValueString()
+	if id == "" {
+		id = prior.Name.ValueString()
+	}
+	loc, found, warning, err := r.locate(ctx, id)
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to read VM", err.Error())
+		return
+	}
+	if !found {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if warning != "" {
+		resp.Diagnostics.AddWarning("Some hosts could not be asked about VM "+prior.Name.ValueString(), warning)
+	}
+	state, diags := r.readFrom(ctx, loc, prior)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+}
+
+func (r *vmResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, prior vmModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := plan.Timeouts.Update(ctx, vmUpdateTimeout)
+	resp.Diagnostics.Append(diags...)
+	want, diags := plan.spec(ctx)
+	resp.Diagnostics.Append(diags...)
+	had, diags := prior.spec(ctx)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	loc, err := r.update(ctx, had, want, shutdownGrace(timeout))
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to update VM", err.Error())
+		return
+	}
+	state, diags := r.readFrom(ctx, loc, plan)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+}
+
+func (r *vmResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var prior vmModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := prior.Timeouts.Delete(ctx, vmDeleteTimeout)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	if err := r.delete(ctx, prior.ID.ValueString(), prior.Name.ValueString(), shutdownGrace(timeout)); err != nil {
+		resp.Diagnostics.AddError("Unable to delete VM", err.Error())
+	}
+}
+
+// ImportState imports a VM by its name; Read finds the host it is on.
+func (r *vmResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	resource.ImportStatePassthroughID(ctx, path.Root("name"), req, resp)
+}
+
+// readFrom reads the VM at loc and makes its state; prior supplies what
+// libvirt does not keep (see vmFromTruth).
+func (r *vmResource) readFrom(ctx context.Context, loc hypervisor.Location, prior vmModel) (vmModel, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	vm, dom, err := r.hosts.ReadVM(ctx, loc.URI, loc.Domain.UUID)
+	if err != nil {
+		diags.AddError("Unable to read VM", err.Error())
+		return prior, diags
+	}
+	if !vm.Managed {
+		diags.AddError("Unable to read VM", fmt.Sprintf(
+			"Domain %s on %s is not managed by Drover (no Drover metadata): Drover leaves it alone.", vm.Name, loc.Host))
+		return prior, diags
+	}
+	return vmFromTruth(vm, dom, loc.Host, prior)
+}
+
+// shutdownGrace is how long a guest is given to power off within an
+// operation that may take timeout.
+func shutdownGrace(timeout time.Duration) time.Duration {
+	return min(maxShutdownGrace, timeout/2)
+}
+
+// errNoStorage is the error of a VM with disks or a seed in a provider
+// without storage.
+var errNoStorage = errors.New("the provider block has no storage: VMs with disks or cloud_init need it")
+
+func joinNames(names []string) string { return strings.Join(names, " and ") }
