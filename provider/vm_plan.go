@@ -116,12 +116,11 @@ func (r *vmResource) checkVolumes(ctx context.Context, plan vmModel) diag.Diagno
 		_, err := r.storage.GetVolume(ctx, d.VolumeID.ValueString())
 		switch {
 		case errors.Is(err, storage.ErrNotFound):
-			// A drover_volume's id is known before the volume exists, so a
-			// volume created by this same apply looks missing now: only
-			// apply can tell a typo from that.
-			diags.AddAttributeWarning(path.Root("disks").AtListIndex(i).AtName("volume_id"), "Volume not found",
-				fmt.Sprintf("Volume %q does not exist on the storage box (%s) yet. Unless a drover_volume of "+
-					"this configuration creates it, apply will fail.", d.VolumeID.ValueString(), r.cfg.Storage.Endpoint))
+			// A drover_volume created by this same apply has an id known
+			// only after apply, so a known id that is missing is a mistake.
+			diags.AddAttributeError(path.Root("disks").AtListIndex(i).AtName("volume_id"), "Volume not found",
+				fmt.Sprintf("Volume %q does not exist on the storage box (%s). Refer to a drover_volume's id "+
+					"(drover_volume.NAME.id) or create the volume first.", d.VolumeID.ValueString(), r.cfg.Storage.Endpoint))
 		case err != nil:
 			diags.AddAttributeError(path.Root("disks").AtListIndex(i).AtName("volume_id"), "Unable to read volume",
 				fmt.Sprintf("Volume %q: %v", d.VolumeID.ValueString(), err))

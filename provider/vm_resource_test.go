@@ -483,7 +483,8 @@ func TestAccVMPlanErrors(t *testing.T) {
 			},
 			{
 				Config:      l.providerBlock() + l.smallVM(name, `disks = [{ volume_id = "acc-no-such-volume" }]`),
-				ExpectError: regexp.MustCompile(`volume "acc-no-such-volume" does not exist on the\s+storage\s+box`),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`(?s)Volume not found.*"acc-no-such-volume"\s+does\s+not\s+exist\s+on\s+the\s+storage\s+box`),
 			},
 			{
 				Config:      l.providerBlock() + l.smallVM("Acc_Bad", ""),

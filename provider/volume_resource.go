@@ -293,11 +293,12 @@ func (r *volumeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	resp.Diagnostics.Append(resp.Plan.Set(ctx, &plan)...)
 }
 
-// planCreate plans a new volume: its id is its name, its size comes from
-// the configuration or else from the source, and a source must exist and
-// fit in the size.
+// planCreate plans a new volume: its size comes from the configuration or
+// else from the source, and a source must exist and fit in the size. Its id
+// (its name) is known only after apply, so that a VM that refers to a volume
+// id known at plan time can be checked against the storage box then.
 func (r *volumeResource) planCreate(ctx context.Context, plan *volumeModel, cfg volumeModel, diags *diag.Diagnostics) {
-	plan.ID = plan.Name
+	plan.ID = types.StringUnknown()
 	plan.IQN = types.StringUnknown()
 	plan.LUN = types.Int64Unknown()
 	if cfg.SizeMiB.IsNull() {

@@ -71,9 +71,8 @@ func (s DomainSpec) XML() (string, error) {
 	}
 	if s.ConsoleLog != "" {
 		dom.Devices.Serials = []libvirtxml.DomainSerial{{
-			Source: &libvirtxml.DomainChardevSource{
-				File: &libvirtxml.DomainChardevSourceFile{Path: s.ConsoleLog},
-			},
+			Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
+			Log:    &libvirtxml.DomainChardevLog{File: s.ConsoleLog, Append: "on"},
 		}}
 	}
 	return dom.Marshal()

@@ -46,10 +46,10 @@ func TestDomainSpecXML(t *testing.T) {
 	check("has acpi", dom.Features.ACPI != nil, true)
 	check("has apic", dom.Features.APIC != nil, true)
 	check("disks", len(dom.Devices.Disks), 0)
-	if len(dom.Devices.Serials) != 1 || dom.Devices.Serials[0].Source.File == nil {
-		t.Fatalf("serials = %+v, want one to a file", dom.Devices.Serials)
+	if len(dom.Devices.Serials) != 1 || dom.Devices.Serials[0].Source.Pty == nil || dom.Devices.Serials[0].Log == nil {
+		t.Fatalf("serials = %+v, want one pty with a log file", dom.Devices.Serials)
 	}
-	check("console log", dom.Devices.Serials[0].Source.File.Path, "/tmp/vm1.log")
+	check("console log", dom.Devices.Serials[0].Log.File, "/tmp/vm1.log")
 }
 
 func TestDomainSpecValidate(t *testing.T) {

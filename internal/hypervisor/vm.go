@@ -41,8 +41,9 @@ type VM struct {
 	CloudInit *CDROM
 	NICs      []NIC
 	Boot      Boot
-	// ConsoleLog is a file on the host that receives the serial console
-	// (optional). It is appended to, so restarts and moves keep the past.
+	// ConsoleLog is a file on the host that logs the serial console
+	// (optional); the console itself is a pty that `virsh console` attaches
+	// to. The log is appended to, so restarts and moves keep the past.
 	ConsoleLog string
 
 	Placement    Placement
@@ -303,9 +304,8 @@ func (vm VM) domain() (*libvirtxml.Domain, error) {
 	}
 	if vm.ConsoleLog != "" {
 		dom.Devices.Serials = []libvirtxml.DomainSerial{{
-			Source: &libvirtxml.DomainChardevSource{
-				File: &libvirtxml.DomainChardevSourceFile{Path: vm.ConsoleLog, Append: "on"},
-			},
+			Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
+			Log:    &libvirtxml.DomainChardevLog{File: vm.ConsoleLog, Append: "on"},
 		}}
 	}
 	return dom, nil
@@ -490,7 +490,11 @@ func ParseVM(domainXML string) (VM, error) {
 		vm.NICs = append(vm.NICs, n)
 	}
 	for _, s := range dom.Devices.Serials {
-		if s.Source != nil && s.Source.File != nil {
+		if s.Log != nil && s.Log.File != "" {
+			vm.ConsoleLog = s.Log.File
+			break
+		}
+		if s.Source != nil && s.Source.File != nil { // a file console, as older Drover wrote
 			vm.ConsoleLog = s.Source.File.Path
 			break
 		}
