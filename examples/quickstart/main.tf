@@ -59,6 +59,8 @@ resource "drover_vm" "web1" {
   initrd     = var.guest_initrd
   cmdline    = "console=ttyS0"
   disks      = [{ volume_id = drover_volume.web1.id }]
+  # "lab" is the lab hosts' isolated network: no traffic leaves the machine.
+  network_interfaces = [{ network = "lab" }]
   cloud_init = {
     meta_data = "instance-id: web1\nlocal-hostname: web1\n"
   }
@@ -78,6 +80,8 @@ resource "drover_vm" "web2" {
   initrd     = var.guest_initrd
   cmdline    = "console=ttyS0"
   disks      = [{ volume_id = drover_volume.web2.id }]
+  # "lab" is the lab hosts' isolated network: no traffic leaves the machine.
+  network_interfaces = [{ network = "lab" }]
   cloud_init = {
     meta_data = "instance-id: web2\nlocal-hostname: web2\n"
   }

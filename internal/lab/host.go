@@ -12,6 +12,12 @@ import (
 	"time"
 )
 
+// LabNetwork is the libvirt network every lab host has: isolated (no
+// forwarding, no addresses, no DHCP), so guests can have NICs and migrations
+// can check that the destination has the network, while no traffic leaves
+// the machine. Each host backs it with a bridge of its own.
+const LabNetwork = "lab"
+
 // Host is one lab hypervisor: a libvirtd in its own mount and UTS namespace,
 // with private libvirt directories under the lab's state folder, listening for
 // TCP on its own loopback address.
@@ -112,7 +118,10 @@ func (h Host) start(ctx context.Context, dir string, logf func(string, ...any)) 
 	}
 	if running(pid, "libvirtd") {
 		logf("host %s: libvirtd already running (pid %d)", h.Name, pid)
-		return h.waitReady(ctx, pid, dir)
+		if err := h.waitReady(ctx, pid, dir); err != nil {
+			return err
+		}
+		return h.ensureNetwork(ctx, dir)
 	}
 	if err := h.prepare(dir); err != nil {
 		return err
@@ -134,7 +143,38 @@ func (h Host) start(ctx context.Context, dir string, logf func(string, ...any)) 
 		return err
 	}
 	logf("host %s: libvirtd started (pid %d) at %s", h.Name, pid, h.URI())
-	return h.waitReady(ctx, pid, dir)
+	if err := h.waitReady(ctx, pid, dir); err != nil {
+		return err
+	}
+	return h.ensureNetwork(ctx, dir)
+}
+
+// networkXML is the definition of LabNetwork on this host.
+func (h Host) networkXML() string {
+	return fmt.Sprintf("<network>\n  <name>%s</name>\n  <bridge name='drlab-%s' stp='off'/>\n</network>\n", LabNetwork, h.Name)
+}
+
+// ensureNetwork defines and starts LabNetwork on the host unless it runs.
+func (h Host) ensureNetwork(ctx context.Context, dir string) error {
+	info, err := command(ctx, "", "virsh", "-c", h.URI(), "net-info", LabNetwork)
+	if err != nil {
+		file := filepath.Join(dir, "network-"+LabNetwork+".xml")
+		if err := os.WriteFile(file, []byte(h.networkXML()), 0o644); err != nil {
+			return err
+		}
+		if out, err := command(ctx, "", "virsh", "-c", h.URI(), "net-define", file); err != nil {
+			return fmt.Errorf("host %s: define network %s: %w: %s", h.Name, LabNetwork, err, out)
+		}
+		if out, err := command(ctx, "", "virsh", "-c", h.URI(), "net-autostart", LabNetwork); err != nil {
+			return fmt.Errorf("host %s: autostart network %s: %w: %s", h.Name, LabNetwork, err, out)
+		}
+	} else if strings.Contains(info, "Active:         yes") {
+		return nil
+	}
+	if out, err := command(ctx, "", "virsh", "-c", h.URI(), "net-start", LabNetwork); err != nil {
+		return fmt.Errorf("host %s: start network %s: %w: %s", h.Name, LabNetwork, err, out)
+	}
+	return nil
 }
 
 // waitReady waits until virsh reaches the host and it names itself correctly.
@@ -178,6 +218,8 @@ func (h Host) stop(ctx context.Context, dir string, logf func(string, ...any)) e
 				}
 			}
 		}
+		// Stopping the network removes its bridge; autostart brings it back.
+		_, _ = command(ctx, "", "virsh", "-c", h.URI(), "net-destroy", LabNetwork)
 	}
 	// QEMU processes outlive libvirtd, so stop any left by their pid files.
 	pidFiles, _ := filepath.Glob(filepath.Join(dir, "run", "qemu", "*.pid"))
