@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/gostor/gotgt/pkg/api"
+	"golang.org/x/sys/unix"
 )
 
 // fileStore is a volume's backing file. Our handlers call its methods
@@ -50,6 +51,22 @@ func (s *fileStore) readAt(b []byte, off int64) error {
 		return nil
 	}
 	return err
+}
+
+// errWouldBlock is readAtNoWait's answer when the data is not all in the
+// page cache.
+var errWouldBlock = errors.New("data not in the page cache")
+
+// readAtNoWait reads like readAt when the whole range is in the page cache
+// (preadv2 with RWF_NOWAIT) and returns errWouldBlock, rather than wait for
+// the disk, otherwise. Any other failure or short read (end of file, a kernel
+// without RWF_NOWAIT) is errWouldBlock too: readAt then does it properly.
+func (s *fileStore) readAtNoWait(b []byte, off int64) error {
+	n, err := unix.Preadv2(int(s.f.Fd()), [][]byte{b}, off, unix.RWF_NOWAIT)
+	if err != nil || n != len(b) {
+		return errWouldBlock
+	}
+	return nil
 }
 
 func (s *fileStore) writeAt(b []byte, off int64) error {

@@ -18,7 +18,8 @@ import (
 // file, using qemu-img bench (QEMU's libiscsi initiator for the targets) as
 // the one client for all three, on loopback. It prints one table and is meant
 // to run once: go test -run '^$' -bench Throughput -benchtime 1x ./target/iscsi/
-// DROVER_BENCH_REPS sets the repetitions per cell (median kept; default 3).
+// DROVER_BENCH_REPS sets the repetitions per cell (run interleaved across the
+// three columns; the median is kept; default 3).
 //
 // qemu-img bench has no random pattern, so the 4 KiB rows are strided: each
 // request is 1 MiB + 4 KiB after the previous one, wrapping at the end.
@@ -76,7 +77,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 
 	type cell struct{ secs, cpu float64 }
-	run := func(wl workload, target string) cell {
+	once := func(wl workload, target string) cell {
 		var args []string
 		var cpu func() float64
 		switch target {
@@ -96,24 +97,40 @@ func BenchmarkThroughput(b *testing.B) {
 			args = append(args, path)
 			cpu = func() float64 { return 0 }
 		}
-		var cells []cell
-		for i := 0; i < reps; i++ {
-			c0 := cpu()
-			out, err := runTool(b, 5*time.Minute, "qemu-img", args...)
-			if err != nil {
-				b.Fatalf("qemu-img %s: %v\n%s", strings.Join(args, " "), err, out)
-			}
-			cells = append(cells, cell{secs: benchSeconds(b, out), cpu: cpu() - c0})
+		c0 := cpu()
+		out, err := runTool(b, 5*time.Minute, "qemu-img", args...)
+		if err != nil {
+			b.Fatalf("qemu-img %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		slices.SortFunc(cells, func(a, b cell) int { return int((a.secs - b.secs) * 1e9) })
-		return cells[len(cells)/2]
+		return cell{secs: benchSeconds(b, out), cpu: cpu() - c0}
+	}
+	// run measures a workload on the three targets, interleaved and in a
+	// rotating order (drover tgtd raw, tgtd raw drover, ...), so that a busy
+	// spell of the shared machine or the page cache state left by the
+	// previous run does not fall on one column only; the median run is kept.
+	targets := []string{"drover", "tgtd", "raw"}
+	run := func(wl workload) map[string]cell {
+		cells := map[string][]cell{}
+		for i := 0; i < reps; i++ {
+			for j := range targets {
+				t := targets[(i+j)%len(targets)]
+				cells[t] = append(cells[t], once(wl, t))
+			}
+		}
+		med := map[string]cell{}
+		for t, cs := range cells {
+			slices.SortFunc(cs, func(a, b cell) int { return int((a.secs - b.secs) * 1e9) })
+			med[t] = cs[len(cs)/2]
+		}
+		return med
 	}
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "\niSCSI throughput, %s, %s, qemu-img bench over loopback, median of %d\n", time.Now().Format("2006-01-02"), machine(), reps)
 	fmt.Fprintf(&out, "%-22s %12s %12s %12s %9s %9s %11s %10s\n", "workload", "drover", "tgtd", "raw file", "cpu drv", "cpu tgtd", "drover/tgtd", "drover/raw")
 	for _, wl := range workloads {
-		d, t, r := run(wl, "drover"), run(wl, "tgtd"), run(wl, "raw")
+		m := run(wl)
+		d, t, r := m["drover"], m["tgtd"], m["raw"]
 		rate := func(c cell) float64 {
 			if wl.iops {
 				return float64(wl.bytes) / c.secs

@@ -343,7 +343,8 @@ func (e *Engine) serve(nc net.Conn) {
 		}
 	}()
 	nc.SetDeadline(time.Now().Add(loginTimeout))
-	br := bufio.NewReaderSize(nc, 64<<10)
+	cr := &connReader{nc: nc}
+	br := bufio.NewReaderSize(cr, 64<<10)
 	l := &login{e: e, nc: nc, br: br}
 	s, err := l.run()
 	if err != nil {
@@ -355,7 +356,25 @@ func (e *Engine) serve(nc net.Conn) {
 		return
 	}
 	defer e.unregister(s)
+	cr.beforeRead = s.flush
 	s.run()
+}
+
+// connReader is the connection as the PDU reader sees it: in the full
+// feature phase, beforeRead writes out the responses queued by commands that
+// ran on the reader goroutine before the reader goes to the socket, where it
+// may wait. So a burst of small commands is answered with one write, and no
+// response waits while the reader does.
+type connReader struct {
+	nc         net.Conn
+	beforeRead func()
+}
+
+func (c *connReader) Read(p []byte) (int, error) {
+	if c.beforeRead != nil {
+		c.beforeRead()
+	}
+	return c.nc.Read(p)
 }
 
 // lookup finds the volume exported under an IQN.

@@ -75,15 +75,19 @@ type scsiRequest struct {
 	write bool
 	out   []byte // data-out, as received
 	nexus *nexus
+	// noWait asks for a read only if its data is in the page cache; if not,
+	// the result has wouldBlock set and nothing was done.
+	noWait bool
 }
 
 // scsiResult is what goes back: status, sense, data-in (before clamping to
 // the expected length) and a release function for pooled buffers.
 type scsiResult struct {
-	status  byte
-	sense   []byte
-	in      []byte
-	release func()
+	status     byte
+	sense      []byte
+	in         []byte
+	release    func()
+	wouldBlock bool // see scsiRequest.noWait
 }
 
 // nexus is one I_T nexus: an initiator port logged in to a volume's target.
@@ -305,6 +309,14 @@ func (u *logicalUnit) execute(req *scsiRequest) (res scsiResult) {
 	if st, handled := u.reserve(req.nexus, op); handled {
 		return scsiResult{status: st}
 	}
+	if isReadWrite(op) {
+		// The data path skips gotgt's command structure: its table would
+		// only call handleReadWrite, after we allocated an unused data-in
+		// buffer of the full transfer length.
+		c := &cmdContext{unit: u, req: req}
+		c.readWrite(req.cdb)
+		return *c.result
+	}
 
 	cmd := &api.SCSICommand{
 		OpCode:          op,
@@ -393,9 +405,20 @@ func (c *cmdContext) good(in []byte, release func()) api.SAMStat {
 
 func (c *cmdContext) blocks() uint64 { return c.unit.lu.Size >> blockShift }
 
-// rwFields decodes LBA, transfer length and the flags byte of READ/WRITE(6/10/12/16).
+// rwFields decodes LBA, transfer length and the flags byte of READ/WRITE(6/10/12/16),
+// WRITE AND VERIFY, WRITE SAME and SYNCHRONIZE CACHE.
 func rwFields(cdb []byte) (lba uint64, n uint32, flags byte, err error) {
-	need := map[byte]int{0x08: 6, 0x0a: 6, 0x28: 10, 0x2a: 10, 0xa8: 12, 0xaa: 12, 0x88: 16, 0x8a: 16, 0x2e: 10, 0xae: 12, 0x8e: 16, 0x41: 10, 0x93: 16, 0x35: 10, 0x91: 16}[cdb[0]]
+	var need int
+	switch cdb[0] {
+	case 0x08, 0x0a:
+		need = 6
+	case 0x28, 0x2a, 0x2e, 0x41, 0x35:
+		need = 10
+	case 0xa8, 0xaa, 0xae:
+		need = 12
+	case 0x88, 0x8a, 0x8e, 0x93, 0x91:
+		need = 16
+	}
 	if len(cdb) < need {
 		return 0, 0, 0, errors.New("short cdb")
 	}
@@ -420,9 +443,25 @@ func outOfRange(lba uint64, n uint64, blocks uint64) bool {
 	return lba > blocks || n > blocks-lba
 }
 
+// isReadWrite reports whether op is one of the commands of handleReadWrite.
+func isReadWrite(op byte) bool {
+	switch op {
+	case 0x08, 0x28, 0xa8, 0x88, // READ(6/10/12/16)
+		0x0a, 0x2a, 0xaa, 0x8a, // WRITE(6/10/12/16)
+		0x2e, 0xae, 0x8e: // WRITE AND VERIFY(10/12/16)
+		return true
+	}
+	return false
+}
+
 func handleReadWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
-	c := contextOf(cmd)
-	lba, n, flags, err := rwFields(cmd.SCB)
+	return contextOf(cmd).readWrite(cmd.SCB)
+}
+
+// readWrite serves READ and WRITE (6/10/12/16) and WRITE AND VERIFY (10/12/16)
+// with pread into a pooled buffer and pwrite from the request's data.
+func (c *cmdContext) readWrite(cdb []byte) api.SAMStat {
+	lba, n, flags, err := rwFields(cdb)
 	if err != nil || flags&0xe0 != 0 {
 		return c.fail(senseIllegalRequest, ascInvalidFieldInCDB)
 	}
@@ -435,12 +474,20 @@ func handleReadWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
 	off := int64(lba) << blockShift
 	length := int(n) << blockShift
 	st := c.unit.store
-	isRead := cmd.SCB[0] == 0x08 || cmd.SCB[0] == 0x28 || cmd.SCB[0] == 0xa8 || cmd.SCB[0] == 0x88
+	isRead := cdb[0] == 0x08 || cdb[0] == 0x28 || cdb[0] == 0xa8 || cdb[0] == 0x88
 	start := time.Now()
 	if isRead {
 		buf, release := getBuffer(length)
-		if err := st.readAt(buf, off); err != nil {
+		read := st.readAt
+		if c.req.noWait {
+			read = st.readAtNoWait
+		}
+		if err := read(buf, off); err != nil {
 			release()
+			if errors.Is(err, errWouldBlock) {
+				c.result = &scsiResult{wouldBlock: true}
+				return api.SAMStatGood
+			}
 			c.unit.log.Error("read failed", "path", st.path, "err", err)
 			return c.fail(senseMediumError, ascReadError)
 		}

@@ -19,8 +19,11 @@ import (
 
 // session is one connection in the full feature phase (MaxConnections=1, so
 // session and connection are the same thing). One goroutine reads PDUs and
-// collects write data; each complete SCSI command runs in its own goroutine,
-// at most cmdWindow at a time, and writes its own response.
+// collects write data. Small READs and WRITEs (see runsInline) run on that
+// goroutine and queue their responses, which go out in one write when the
+// reader is about to wait for the socket; every other command runs in its
+// own goroutine, at most cmdWindow at a time, and writes its response (with
+// whatever is queued) at once.
 type session struct {
 	e         *Engine
 	vol       *volume // nil for a discovery session
@@ -34,9 +37,11 @@ type session struct {
 	params    sessionParams
 	nexus     *nexus
 
-	// wmu serialises writes to the connection and guards statSN.
+	// wmu serialises writes to the connection and guards statSN and wbuf,
+	// the PDUs queued but not yet written (see flush).
 	wmu    sync.Mutex
 	statSN uint32
+	wbuf   []byte
 
 	expCmdSN atomic.Uint32
 	sem      chan struct{}
@@ -171,6 +176,7 @@ func (s *session) readLoop() error {
 			if !s.acceptCmdSN(&h) {
 				continue
 			}
+			s.flush()
 			s.inflight.Wait()
 			s.dropPending()
 			var r [bhsLen]byte
@@ -307,14 +313,46 @@ func (s *session) sendR2T(t *writeTask) {
 	s.send(&r, nil, false)
 }
 
-// dispatch runs a complete command in its own goroutine once a slot is free.
+// inlineMax is the largest READ or WRITE that runs on the reader goroutine.
+// In the page cache such a command takes a few microseconds, less than
+// starting a goroutine and waking it; larger transfers, FUA writes (they wait
+// for fdatasync) and all other commands get their own goroutine so that they
+// do not hold up the reader.
+const inlineMax = 64 << 10
+
+// runsInline reports whether a command runs on the reader goroutine: a
+// READ or WRITE (6/10/12/16) without FUA of at most inlineMax bytes, by both
+// the CDB and the expected transfer length.
+func runsInline(h *[bhsLen]byte) bool {
+	cdb := h[32:48]
+	switch cdb[0] {
+	case 0x08, 0x0a, 0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a:
+	default:
+		return false
+	}
+	_, n, flags, err := rwFields(cdb)
+	return err == nil && flags&0x08 == 0 && uint64(n)<<blockShift <= inlineMax &&
+		binary.BigEndian.Uint32(h[20:]) <= inlineMax
+}
+
+// dispatch runs a complete command: inline (see runsInline) if it can, or in
+// its own goroutine once a slot is free.
 func (s *session) dispatch(h *[bhsLen]byte, out []byte, release func()) {
+	if runsInline(h) && s.runInline(h, out) {
+		release()
+		return
+	}
 	hdr := *h
 	select {
 	case s.sem <- struct{}{}:
-	case <-s.closed:
-		release()
-		return
+	default:
+		s.flush() // queued responses must not wait for a slot
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.closed:
+			release()
+			return
+		}
 	}
 	s.inflight.Add(1)
 	go func() {
@@ -327,37 +365,60 @@ func (s *session) dispatch(h *[bhsLen]byte, out []byte, release func()) {
 				s.close()
 			}
 		}()
-		s.execute(&hdr, out)
+		s.execute(&hdr, out, false)
 	}()
+}
+
+// runInline runs a command on the reader goroutine and queues its response.
+// It reports false, having done nothing, for a read that would wait for the
+// disk (not all in the page cache): that one gets a goroutine, so that reads
+// from disk still overlap. A panic closes the session, as in a goroutine.
+func (s *session) runInline(h *[bhsLen]byte, out []byte) (done bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.e.log.Error("iscsi command panicked", "remote", s.remote, "panic", r)
+			s.close()
+			done = true
+		}
+	}()
+	return s.execute(h, out, true)
 }
 
 func (s *session) dispatchError(h *[bhsLen]byte, sense []byte) {
 	hdr := *h
-	s.respond(&hdr, scsiResult{status: statusCheckCondition, sense: sense}, 0)
+	s.respond(&hdr, scsiResult{status: statusCheckCondition, sense: sense}, 0, false)
 }
 
-func (s *session) execute(h *[bhsLen]byte, out []byte) {
+// execute runs a command and sends its response. Inline (on the reader
+// goroutine) the response is only queued, and a read that would wait for the
+// disk is not done at all: then execute reports false.
+func (s *session) execute(h *[bhsLen]byte, out []byte, inline bool) (done bool) {
 	edtl := binary.BigEndian.Uint32(h[20:])
-	cdb := make([]byte, 16)
-	copy(cdb, h[32:48])
+	var cdb [16]byte
+	copy(cdb[:], h[32:48])
 	req := &scsiRequest{
-		cdb:   cdb,
-		lun:   decodeLUN(binary.BigEndian.Uint64(h[8:16])),
-		edtl:  edtl,
-		read:  h[1]&0x40 != 0,
-		write: h[1]&0x20 != 0,
-		out:   out,
-		nexus: s.nexus,
+		cdb:    cdb[:],
+		lun:    decodeLUN(binary.BigEndian.Uint64(h[8:16])),
+		edtl:   edtl,
+		read:   h[1]&0x40 != 0,
+		write:  h[1]&0x20 != 0,
+		out:    out,
+		nexus:  s.nexus,
+		noWait: inline,
 	}
 	if req.read && req.write {
-		s.respond(h, scsiResult{status: statusCheckCondition, sense: senseData(senseIllegalRequest, ascInvalidFieldInCDB)}, 0)
-		return
+		s.respond(h, scsiResult{status: statusCheckCondition, sense: senseData(senseIllegalRequest, ascInvalidFieldInCDB)}, 0, !inline)
+		return true
 	}
 	res := s.vol.unit.execute(req)
+	if res.wouldBlock {
+		return false
+	}
 	if res.release != nil {
 		defer res.release()
 	}
-	s.respond(h, res, wantedOut(cdb))
+	s.respond(h, res, wantedOut(cdb[:]), !inline)
+	return true
 }
 
 // wantedOut is how many bytes of data-out a READ/WRITE-family CDB asks for,
@@ -375,7 +436,7 @@ func wantedOut(cdb []byte) int {
 
 // respond sends data-in (with the status in its last PDU when the command
 // succeeded) or a SCSI Response, with residuals against the expected length.
-func (s *session) respond(h *[bhsLen]byte, res scsiResult, wantOut int) {
+func (s *session) respond(h *[bhsLen]byte, res scsiResult, wantOut int, now bool) {
 	edtl := binary.BigEndian.Uint32(h[20:])
 	read := h[1]&0x40 != 0
 	var flags byte
@@ -417,24 +478,31 @@ func (s *session) respond(h *[bhsLen]byte, res scsiResult, wantOut int) {
 			binary.BigEndian.PutUint16(data, uint16(len(res.sense)))
 			copy(data[2:], res.sense)
 		}
-		s.send(&r, data, true)
+		s.put(&r, data, true, now)
 		return
 	}
-	s.sendDataIn(h, in, res.status, flags, resid)
+	s.sendDataIn(h, in, res.status, flags, resid, now)
 }
 
-// sendDataIn writes the whole data-in sequence with one writev.
-func (s *session) sendDataIn(h *[bhsLen]byte, in []byte, status, flags byte, resid uint32) {
+const (
+	// copyMax is the largest Data-In copied into the queue; larger data goes
+	// out at once with writev straight from its buffer, queue first.
+	copyMax = 16 << 10
+	// queueMax bounds the queue: past it, the queue is written out at once.
+	queueMax = 256 << 10
+)
+
+var zeroBHS [bhsLen]byte
+
+// sendDataIn sends the Data-In sequence of a command, its status in the last
+// PDU (the S bit). With now false and small data it is only queued.
+func (s *session) sendDataIn(h *[bhsLen]byte, in []byte, status, flags byte, resid uint32, now bool) {
 	seg := int(s.params.maxSend)
 	n := (len(in) + seg - 1) / seg
-	hdrs := make([]byte, n*bhsLen)
-	bufs := make(net.Buffers, 0, 2*n+1)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	exp, maxSN := s.expCmdSN.Load(), s.maxCmdSN()
-	for i := 0; i < n; i++ {
-		r := hdrs[i*bhsLen : (i+1)*bhsLen]
-		chunk := in[i*seg : min((i+1)*seg, len(in))]
+	header := func(r []byte, i int, chunk []byte) {
 		r[0] = opDataIn
 		copy(r[8:20], h[8:20])
 		binary.BigEndian.PutUint32(r[20:], reservedTag)
@@ -450,19 +518,50 @@ func (s *session) sendDataIn(h *[bhsLen]byte, in []byte, status, flags byte, res
 			s.statSN++
 			binary.BigEndian.PutUint32(r[44:], resid)
 		}
+	}
+	if len(in) <= copyMax {
+		for i := 0; i < n; i++ {
+			chunk := in[i*seg : min((i+1)*seg, len(in))]
+			off := len(s.wbuf)
+			s.wbuf = append(s.wbuf, zeroBHS[:]...)
+			header(s.wbuf[off:off+bhsLen], i, chunk)
+			s.wbuf = append(s.wbuf, chunk...)
+			s.wbuf = append(s.wbuf, zeroPad[:(4-len(chunk)%4)%4]...)
+		}
+		if now || len(s.wbuf) >= queueMax {
+			s.flushLocked()
+		}
+		return
+	}
+	hdrs := make([]byte, n*bhsLen)
+	bufs := make(net.Buffers, 0, 3*n+1)
+	if len(s.wbuf) > 0 {
+		bufs = append(bufs, s.wbuf)
+	}
+	for i := 0; i < n; i++ {
+		r := hdrs[i*bhsLen : (i+1)*bhsLen]
+		chunk := in[i*seg : min((i+1)*seg, len(in))]
+		header(r, i, chunk)
 		bufs = append(bufs, r, chunk)
 		if pad := (4 - len(chunk)%4) % 4; pad > 0 {
 			bufs = append(bufs, zeroPad[:pad])
 		}
 	}
-	if _, err := bufs.WriteTo(s.nc); err != nil {
+	_, err := bufs.WriteTo(s.nc)
+	s.resetQueue()
+	if err != nil {
 		s.close()
 	}
 }
 
-// send writes one target PDU, filling in StatSN (advancing it when the PDU
-// carries status), ExpCmdSN and MaxCmdSN.
+// send writes one target PDU (with whatever is queued before it).
 func (s *session) send(r *[bhsLen]byte, data []byte, status bool) {
+	s.put(r, data, status, true)
+}
+
+// put queues one target PDU, filling in StatSN (advancing it when the PDU
+// carries status), ExpCmdSN and MaxCmdSN; with now it writes the queue out.
+func (s *session) put(r *[bhsLen]byte, data []byte, status, now bool) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	binary.BigEndian.PutUint32(r[24:], s.statSN)
@@ -473,9 +572,45 @@ func (s *session) send(r *[bhsLen]byte, data []byte, status bool) {
 	binary.BigEndian.PutUint32(r[32:], s.maxCmdSN())
 	r[4] = 0
 	r[5], r[6], r[7] = byte(len(data)>>16), byte(len(data)>>8), byte(len(data))
-	if err := writePDU(s.nc, r, data); err != nil {
+	s.wbuf = append(s.wbuf, r[:]...)
+	s.wbuf = append(s.wbuf, data...)
+	s.wbuf = append(s.wbuf, zeroPad[:(4-len(data)%4)%4]...)
+	if now || len(s.wbuf) >= queueMax {
+		s.flushLocked()
+	}
+}
+
+// flush writes out the queued PDUs. The reader goroutine calls it before it
+// waits for the socket (see connReader) or for a command slot. If wmu is
+// held, the holder is a sender that writes the whole queue before it
+// unlocks (only the reader goroutine queues without writing, and it is here),
+// so there is nothing to do.
+func (s *session) flush() {
+	if s.wmu.TryLock() {
+		s.flushLocked()
+		s.wmu.Unlock()
+	}
+}
+
+func (s *session) flushLocked() {
+	if len(s.wbuf) == 0 {
+		return
+	}
+	_, err := s.nc.Write(s.wbuf)
+	s.resetQueue()
+	if err != nil {
 		s.close()
 	}
+}
+
+// resetQueue empties the queue; a queue grown by a large PDU (a NOP-In echo
+// of up to 16 MiB) is not kept.
+func (s *session) resetQueue() {
+	if cap(s.wbuf) > 2*queueMax {
+		s.wbuf = nil
+		return
+	}
+	s.wbuf = s.wbuf[:0]
 }
 
 func (s *session) sendNopIn(h *[bhsLen]byte, data []byte) {
@@ -512,6 +647,7 @@ func (s *session) onTMF(h *[bhsLen]byte) error {
 		targetCold   = 7
 		taskReassign = 8
 	)
+	s.flush() // answer queued commands before waiting for running ones
 	fn := h[1] & 0x7f
 	resp := byte(complete)
 	lunOK := s.vol != nil && decodeLUN(binary.BigEndian.Uint64(h[8:16])) == s.vol.unit.lun
