@@ -65,11 +65,6 @@ resource "drover_vm" "web1" {
     meta_data = "instance-id: web1\nlocal-hostname: web1\n"
   }
   placement = { host = "alpha", spread_group = "web" }
-  # The lab guest ignores the ACPI power button, so a VM is powered off after
-  # the grace period, half of the delete timeout: keep make demo-down short.
-  timeouts {
-    delete = "20s"
-  }
 }
 
 resource "drover_vm" "web2" {
@@ -88,9 +83,6 @@ resource "drover_vm" "web2" {
   # No two VMs of the group "web" ever share a host. Without the pin the
   # placement engine would choose; the pin keeps the demo's layout fixed.
   placement = { host = "beta", spread_group = "web" }
-  timeouts {
-    delete = "20s"
-  }
 }
 
 locals {

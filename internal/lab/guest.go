@@ -19,14 +19,18 @@ import (
 //go:embed guest/init
 var guestInit []byte
 
+// guestPowerOff runs when the guest's ACPI power button is pressed (a
+// graceful shutdown from libvirt): it flushes the disks and powers off.
+var guestPowerOff = []byte("#!/bin/sh\necho 'drover-guest: power button, shutting down'\nsync\necho o > /proc/sysrq-trigger\n")
+
 // guestRecipe changes whenever the guest's contents change, so that a cached
 // guest built by an older recipe is rebuilt.
-const guestRecipe = "4"
+const guestRecipe = "6"
 
 // guestModules are the kernel modules the guest needs beyond the kernel's
 // built-ins: virtio disks and NICs, and a CD-ROM for cloud-init seeds. Their
 // dependencies are added and ordered from each module's .modinfo.
-var guestModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "ata_piix", "sr_mod", "isofs", "virtio_balloon"}
+var guestModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "ata_piix", "sr_mod", "isofs", "virtio_balloon", "button", "evdev"}
 
 // Guest is a built lab guest: a kernel and an initramfs for direct kernel boot.
 type Guest struct {
@@ -237,6 +241,8 @@ func buildInitramfs(modules []kmod) ([]byte, error) {
 		{Name: "bin/busybox", Mode: modeFile | 0o755, Data: busybox},
 		{Name: "bin/sh", Mode: modeSymlink | 0o777, Data: []byte("busybox")},
 		{Name: "init", Mode: modeFile | 0o755, Data: guestInit},
+		{Name: "etc/acpi", Mode: modeDir | 0o755},
+		{Name: "etc/acpi/power", Mode: modeFile | 0o755, Data: guestPowerOff},
 	}
 	var order strings.Builder
 	for _, m := range modules {
