@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
+	"github.com/drover/terraform-provider-drover/internal/cloudinit"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 )
@@ -193,6 +195,46 @@ func (r *vmResource) ensureSeed(ctx context.Context, vm string, spec *vmSpec, in
 		}
 	}
 	return r.ensureAccess(ctx, name, initiator)
+}
+
+// maxSeedImage bounds how much of a seed volume readSeed reads: Drover's
+// seeds are a few KiB at its start, and the rest of the volume is zeros.
+const maxSeedImage = 16 << 20
+
+// snapshotCleanupTimeout bounds deleting readSeed's snapshot, which runs
+// even when the operation's own deadline has passed.
+const snapshotCleanupTimeout = 30 * time.Second
+
+// readSeed reads the cloud-init seed back from its volume, through a
+// snapshot: the volume stays attached to a running guest, and a snapshot is
+// the target's way to read a volume's content. The snapshot is deleted in
+// every case.
+func (r *vmResource) readSeed(ctx context.Context, volume string) (seed cloudinit.Seed, err error) {
+	snap, err := r.storage.CreateSnapshot(ctx, volume)
+	if err != nil {
+		return seed, fmt.Errorf("snapshot cloud-init volume %q: %w", volume, err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotCleanupTimeout)
+		defer cancel()
+		if derr := r.storage.DeleteSnapshot(ctx, snap.ID); derr != nil {
+			err = errors.Join(err, fmt.Errorf("delete snapshot %s of cloud-init volume %q: %w", snap.ID, volume, derr))
+		}
+	}()
+	body, err := r.storage.DownloadSnapshot(ctx, snap.ID)
+	if err != nil {
+		return seed, fmt.Errorf("download snapshot %s of cloud-init volume %q: %w", snap.ID, volume, err)
+	}
+	defer body.Close()
+	image, err := io.ReadAll(io.LimitReader(body, maxSeedImage))
+	if err != nil {
+		return seed, fmt.Errorf("download snapshot %s of cloud-init volume %q: %w", snap.ID, volume, err)
+	}
+	seed, err = cloudinit.Read(bytes.NewReader(image))
+	if err != nil {
+		return seed, fmt.Errorf("cloud-init volume %q: %w", volume, err)
+	}
+	return seed, nil
 }
 
 // whileInUse runs fn again while the storage box refuses it because the

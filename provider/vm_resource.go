@@ -67,6 +67,9 @@ type vmStorage interface {
 	GrowVolume(ctx context.Context, name string, sizeMiB int64) (storage.Volume, error)
 	UploadVolume(ctx context.Context, name string, image io.Reader, format string) error
 	DeleteVolume(ctx context.Context, name string, force bool) error
+	CreateSnapshot(ctx context.Context, volume string) (storage.Snapshot, error)
+	DownloadSnapshot(ctx context.Context, id string) (io.ReadCloser, error)
+	DeleteSnapshot(ctx context.Context, id string) error
 }
 
 var _ vmStorage = (*storage.Client)(nil)
@@ -380,7 +383,20 @@ func (r *vmResource) Read(ctx context.Context, req resource.ReadRequest, resp *r
 	if warning != "" {
 		resp.Diagnostics.AddWarning("Some hosts could not be asked about VM "+prior.Name.ValueString(), warning)
 	}
-	state, diags := r.readFrom(ctx, loc, prior)
+	vm, dom, diags := r.readManaged(ctx, loc)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if vm.CloudInit != nil && prior.CloudInit.IsNull() {
+		// After import: libvirt does not keep the seed's text, its volume does.
+		prior.CloudInit, diags = r.readCloudInit(ctx, vm)
+		resp.Diagnostics.Append(diags...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
+	state, diags := vmFromTruth(vm, dom, loc.Host, prior)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -447,18 +463,47 @@ func (r *vmResource) ImportState(ctx context.Context, req resource.ImportStateRe
 // readFrom reads the VM at loc and makes its state; prior supplies what
 // libvirt does not keep (see vmFromTruth).
 func (r *vmResource) readFrom(ctx context.Context, loc hypervisor.Location, prior vmModel) (vmModel, diag.Diagnostics) {
+	vm, dom, diags := r.readManaged(ctx, loc)
+	if diags.HasError() {
+		return prior, diags
+	}
+	return vmFromTruth(vm, dom, loc.Host, prior)
+}
+
+// readManaged reads the VM at loc, which must be Drover's.
+func (r *vmResource) readManaged(ctx context.Context, loc hypervisor.Location) (hypervisor.VM, hypervisor.Domain, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	vm, dom, err := r.hosts.ReadVM(ctx, loc.URI, loc.Domain.UUID)
 	if err != nil {
 		diags.AddError("Unable to read VM", err.Error())
-		return prior, diags
+		return vm, dom, diags
 	}
 	if !vm.Managed {
 		diags.AddError("Unable to read VM", fmt.Sprintf(
 			"Domain %s on %s is not managed by Drover (no Drover metadata): Drover leaves it alone.", vm.Name, loc.Host))
-		return prior, diags
 	}
-	return vmFromTruth(vm, dom, loc.Host, prior)
+	return vm, dom, diags
+}
+
+// readCloudInit reads the VM's cloud_init from its seed volume.
+func (r *vmResource) readCloudInit(ctx context.Context, vm hypervisor.VM) (types.Object, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	null := types.ObjectNull(cloudInitAttrTypes)
+	switch {
+	case vm.CloudInit.Volume == "":
+		diags.AddError("Unable to read VM", fmt.Sprintf(
+			"The cloud-init CD-ROM of VM %s has no Drover volume in its metadata: it was not made by Drover.", vm.Name))
+		return null, diags
+	case r.storage == nil:
+		diags.AddError("Unable to read VM", fmt.Sprintf("VM %s has a cloud-init seed: %v.", vm.Name, errNoStorage))
+		return null, diags
+	}
+	seed, err := r.readSeed(ctx, vm.CloudInit.Volume)
+	if err != nil {
+		diags.AddError("Unable to read VM", err.Error())
+		return null, diags
+	}
+	return cloudInitFromSeed(seed), diags
 }
 
 // shutdownGrace is how long a guest is given to power off within an

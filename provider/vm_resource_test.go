@@ -199,6 +199,20 @@ func (l vmLab) checkVolumesExist(names ...string) resource.TestCheckFunc {
 	}
 }
 
+// checkNoSnapshots checks that the storage box keeps no snapshot of volume.
+func (l vmLab) checkNoSnapshots(volume string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		snaps, err := l.target.ListSnapshots(context.Background(), volume)
+		if err != nil {
+			return fmt.Errorf("snapshots of volume %s: %w", volume, err)
+		}
+		if len(snaps) > 0 {
+			return fmt.Errorf("volume %s has %d snapshots left, want none: %+v", volume, len(snaps), snaps)
+		}
+		return nil
+	}
+}
+
 // vmConfig is the lifecycle test's configuration.
 type vmConfig struct {
 	name, boot, data     string
@@ -206,6 +220,9 @@ type vmConfig struct {
 	bootSize             int
 	running, allowRestar bool
 	noVM                 bool
+	// noTimeouts leaves the timeouts block out: Terraform keeps it in
+	// state only, so an imported VM has none.
+	noTimeouts bool
 }
 
 func (l vmLab) vmConfig(c vmConfig) string {
@@ -222,6 +239,14 @@ resource "drover_volume" "data" {
 `, c.boot, c.bootSize, c.data)
 	if c.noVM {
 		return cfg
+	}
+	timeouts := `  timeouts {
+    update = "30s"
+    delete = "30s"
+  }
+`
+	if c.noTimeouts {
+		timeouts = ""
 	}
 	return cfg + fmt.Sprintf(`
 resource "drover_vm" "test" {
@@ -242,12 +267,8 @@ resource "drover_vm" "test" {
     meta_data = "instance-id: %s-id\n"
   }
   placement = { host = "beta" }
-  timeouts {
-    update = "30s"
-    delete = "30s"
-  }
-}
-`, c.name, c.vcpus, c.memory, c.max, l.info.GuestKernel, l.info.GuestInitrd, c.running, c.allowRestar, c.name)
+%s}
+`, c.name, c.vcpus, c.memory, c.max, l.info.GuestKernel, l.info.GuestInitrd, c.running, c.allowRestar, c.name, timeouts)
 }
 
 func TestAccVMLifecycle(t *testing.T) {
@@ -345,12 +366,34 @@ func TestAccVMLifecycle(t *testing.T) {
 				),
 			},
 			{
-				// Import by name finds the VM on its host.
+				// Import by name finds the VM on its host, and reads
+				// cloud_init back from the seed volume.
 				ResourceName:            "drover_vm.test",
 				ImportState:             true,
 				ImportStateId:           name,
 				ImportStateVerify:       true,
-				ImportStateVerifyIgnore: []string{"cloud_init", "timeouts"},
+				ImportStateVerifyIgnore: []string{"timeouts"},
+			},
+			{
+				// An import block plans no change: the imported VM is the
+				// configured one. The configuration has no timeouts block,
+				// which only Terraform's state keeps.
+				Config: l.vmConfig(step(func(c *vmConfig) {
+					c.memory = 160
+					c.bootSize = 96
+					c.vcpus = 2
+					c.allowRestar = true
+					c.noTimeouts = true
+				})),
+				ResourceName:    "drover_vm.test",
+				ImportState:     true,
+				ImportStateKind: resource.ImportBlockWithID,
+				ImportStateId:   name,
+			},
+			{
+				// The imports read the seed through snapshots, and deleted them.
+				Config: l.vmConfig(step(func(c *vmConfig) { c.memory = 160; c.bootSize = 96; c.vcpus = 2; c.allowRestar = true })),
+				Check:  l.checkNoSnapshots(name + "-seed"),
 			},
 			{
 				// Destroying the VM leaves its volumes on the storage box.

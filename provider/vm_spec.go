@@ -137,7 +137,8 @@ func listAs(ctx context.Context, l types.List, target any) diag.Diagnostics {
 
 // vmFromTruth makes the state of a VM from what its host reports. libvirt
 // does not keep the cloud-init seed's text, so cloud_init comes from prior
-// (the plan or the state before) while the VM still has its seed; timeouts
+// (the plan, the state before, or after import what Read found in the seed
+// volume) while the VM still has its seed; timeouts
 // are Terraform's own. Empty lists and blocks stay null when prior has them
 // null, so a configuration that leaves them out shows no change.
 func vmFromTruth(vm hypervisor.VM, dom hypervisor.Domain, host string, prior vmModel) (vmModel, diag.Diagnostics) {
@@ -196,6 +197,19 @@ func vmFromTruth(vm hypervisor.VM, dom hypervisor.Domain, host string, prior vmM
 		})
 	}
 	return m, diags
+}
+
+// cloudInitFromSeed makes cloud_init from a seed read back from its image.
+// The image cannot tell an absent file from an empty one (Write writes
+// user-data and meta-data even empty, and leaves out an empty
+// network-config), so empty reads as null: what a configuration that leaves
+// the attribute out has.
+func cloudInitFromSeed(s cloudinit.Seed) types.Object {
+	return types.ObjectValueMust(cloudInitAttrTypes, map[string]attr.Value{
+		"user_data":      stringOrNull(s.UserData),
+		"meta_data":      stringOrNull(s.MetaData),
+		"network_config": stringOrNull(s.NetworkConfig),
+	})
 }
 
 func stringOrNull(s string) types.String {

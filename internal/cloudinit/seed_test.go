@@ -2,6 +2,7 @@ package cloudinit
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"strings"
 	"testing"
@@ -114,4 +115,109 @@ func keys(m map[string]string) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+func TestReadReturnsTheSeedWritten(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		seed Seed
+	}{
+		{
+			name: "all three files come back as written",
+			seed: Seed{
+				UserData:      "#cloud-config\nhostname: web1\n",
+				MetaData:      "instance-id: web1-id\nlocal-hostname: web1\n",
+				NetworkConfig: "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n",
+			},
+		},
+		{
+			name: "meta-data alone comes back with empty user-data and network-config",
+			seed: Seed{MetaData: "instance-id: web1-id\n"},
+		},
+		{
+			name: "user-data alone comes back with empty meta-data",
+			seed: Seed{UserData: "#cloud-config\n"},
+		},
+		{
+			name: "a file larger than a sector comes back whole",
+			seed: Seed{MetaData: "instance-id: big\n", UserData: "#cloud-config\n" + strings.Repeat("# padding line\n", 1000)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			image, err := tt.seed.Image()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Read(bytes.NewReader(image))
+			if err != nil {
+				t.Fatalf("Read of a written seed: %v", err)
+			}
+			if got != tt.seed {
+				t.Errorf("Read = %+v, want %+v", got, tt.seed)
+			}
+		})
+	}
+}
+
+func TestReadRefusesWhatIsNotASeed(t *testing.T) {
+	t.Parallel()
+	other := func() []byte {
+		iw, err := iso9660.NewWriter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer iw.Cleanup()
+		if err := iw.AddFile(strings.NewReader("instance-id: x\n"), "meta-data"); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := iw.WriteTo(&buf, "config-2"); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}()
+	// A seed whose root "." record grows a System Use area, as Rock Ridge
+	// images have.
+	withSystemUse, err := Seed{MetaData: "instance-id: x\n"}.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootAt := int(binary.LittleEndian.Uint32(withSystemUse[16*2048+156+2:])) * 2048
+	withSystemUse[rootAt] += 4
+	tests := []struct {
+		name  string
+		image []byte
+		want  string
+	}{
+		{name: "an image with a System Use area is refused", image: withSystemUse, want: "System Use"},
+		{name: "an empty volume is refused", image: make([]byte, 1<<20), want: "cloud-init seed"},
+		{name: "a short read is refused", image: []byte("not an iso"), want: "cloud-init seed"},
+		{name: "an image with another label is refused", image: other, want: `label is "config-2"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Read(bytes.NewReader(tt.image))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Read = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzRead feeds Read what a storage volume may hold: it must return an
+// error, never panic.
+func FuzzRead(f *testing.F) {
+	image, err := Seed{UserData: "#cloud-config\n", MetaData: "instance-id: x\n", NetworkConfig: "version: 2\n"}.Image()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(image)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = Read(bytes.NewReader(b))
+	})
 }

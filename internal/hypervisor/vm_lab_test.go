@@ -561,3 +561,57 @@ func TestAccDiskIsPluggedIntoARunningGuestAndOutAgain(t *testing.T) {
 	}
 	waitRecords(t, vm.ConsoleLog, lastPair+2, time.Minute)
 }
+
+// TestAccNICIsPluggedInMovesWithTheGuestAndIsUnplugged uses the lab's
+// isolated network "lab", which every lab host has.
+func TestAccNICIsPluggedInMovesWithTheGuestAndIsUnplugged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	env := newLabEnv(t, ctx)
+	root := env.volume(t, ctx, "drover-test-nic", 8)
+	vm := env.guest(t, ctx, "drover-test-nic", root)
+	alpha, beta := env.hosts["alpha"], env.hosts["beta"]
+
+	if err := env.pool.CheckNetworks(ctx, alpha, []NIC{{Network: "nowhere"}}); err == nil || !strings.Contains(err.Error(), "nowhere") {
+		t.Errorf("CheckNetworks with a network alpha lacks: got %v, want an error naming it", err)
+	}
+	if _, err := env.pool.CreateVM(ctx, alpha, vm); err != nil {
+		t.Fatal(err)
+	}
+	waitRecords(t, vm.ConsoleLog, 2, 2*time.Minute)
+
+	nic, err := env.pool.AttachNIC(ctx, alpha, vm.Name, NIC{Network: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkNICs := func(uri string, want ...string) {
+		t.Helper()
+		got, dom, err := env.pool.ReadVM(ctx, uri, vm.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var macs []string
+		for _, n := range got.NICs {
+			macs = append(macs, n.MAC)
+		}
+		if strings.Join(macs, ",") != strings.Join(want, ",") || dom.State != StateRunning {
+			t.Errorf("on %s: NICs %v, state %s; want %v and running", uri, macs, dom.State, want)
+		}
+	}
+	checkNICs(alpha, nic.MAC)
+
+	if err := env.pool.CheckNetworks(ctx, beta, []NIC{nic}); err != nil {
+		t.Fatalf("beta lacks the network of the plugged NIC: %v", err)
+	}
+	if _, err := env.pool.Move(ctx, vm.Name, alpha, beta, MigrateOptions{Initiator: HostInitiator("beta")}); err != nil {
+		t.Fatal(err)
+	}
+	checkNICs(beta, nic.MAC)
+
+	if err := env.pool.DetachNIC(ctx, beta, vm.Name, nic.MAC); err != nil {
+		t.Fatal(err)
+	}
+	checkNICs(beta)
+	// The guest kept writing through all of it.
+	checkConsecutive(t, waitRecords(t, vm.ConsoleLog, len(consoleRecords(t, vm.ConsoleLog))+2, time.Minute))
+}

@@ -1,0 +1,92 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/drover/terraform-provider-drover/internal/cloudinit"
+	"github.com/drover/terraform-provider-drover/internal/storage"
+)
+
+// seedStorage is a storage box with one volume's content, for readSeed. The
+// embedded vmStorage is nil: other calls panic.
+type seedStorage struct {
+	vmStorage
+	content     []byte
+	downloadErr error
+	snapshots   map[string]bool // live snapshots by ID
+	taken       int
+}
+
+func (s *seedStorage) CreateSnapshot(_ context.Context, volume string) (storage.Snapshot, error) {
+	s.taken++
+	id := volume + "@" + strings.Repeat("i", s.taken)
+	s.snapshots[id] = true
+	return storage.Snapshot{ID: id, Volume: volume}, nil
+}
+
+func (s *seedStorage) DownloadSnapshot(_ context.Context, id string) (io.ReadCloser, error) {
+	if s.downloadErr != nil {
+		return nil, s.downloadErr
+	}
+	return io.NopCloser(bytes.NewReader(s.content)), nil
+}
+
+func (s *seedStorage) DeleteSnapshot(_ context.Context, id string) error {
+	delete(s.snapshots, id)
+	return nil
+}
+
+func TestReadSeedDeletesItsSnapshot(t *testing.T) {
+	t.Parallel()
+	seed := cloudinit.Seed{MetaData: "instance-id: web1\n", NetworkConfig: "version: 2\n"}
+	image, err := seed.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The volume is larger than the image, as seed volumes are.
+	volume := append(image, make([]byte, 1<<20-len(image))...)
+	tests := []struct {
+		name        string
+		content     []byte
+		downloadErr error
+		want        cloudinit.Seed
+		wantErr     string
+	}{
+		{name: "a seed volume reads back as its seed", content: volume, want: seed},
+		{name: "a failed download leaves no snapshot", downloadErr: errors.New("connection reset"), wantErr: "connection reset"},
+		{name: "a volume without a seed leaves no snapshot", content: make([]byte, 1<<20), wantErr: "not an ISO 9660 image"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := &seedStorage{content: tt.content, downloadErr: tt.downloadErr, snapshots: map[string]bool{}}
+			r := &vmResource{storage: s}
+			got, err := r.readSeed(context.Background(), "web1-seed")
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("readSeed: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("readSeed error = %v, want one containing %q", err, tt.wantErr)
+			case got != tt.want:
+				t.Errorf("readSeed = %+v, want %+v", got, tt.want)
+			}
+			if s.taken != 1 || len(s.snapshots) != 0 {
+				t.Errorf("took %d snapshots and left %v, want 1 taken and none left", s.taken, s.snapshots)
+			}
+		})
+	}
+}
+
+func TestSeedReadsAsCloudInit(t *testing.T) {
+	t.Parallel()
+	got := cloudInitFromSeed(cloudinit.Seed{MetaData: "instance-id: web1\n"})
+	want := testVMModel().CloudInit // user_data and network_config null
+	if !got.Equal(want) {
+		t.Errorf("cloudInitFromSeed = %v, want %v (empty files null)", got, want)
+	}
+}
