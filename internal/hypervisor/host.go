@@ -93,6 +93,12 @@ func readHost(lv *libvirt.Connect) (Host, error) {
 		return Host{}, fmt.Errorf("node info: %s", errorMessage(err))
 	}
 	h := Host{CPUs: int(node.Cpus), MemoryMiB: int64(node.Memory / 1024)}
+	// Node info sums the NUMA cells; memory plugged in at run time (as
+	// some virtual machines do) can be missing from them, while the
+	// all-cells memory statistics count every byte the host's kernel has.
+	if stats, err := lv.GetMemoryStats(libvirt.NODE_MEMORY_STATS_ALL_CELLS, 0); err == nil && stats.TotalSet {
+		h.MemoryMiB = max(h.MemoryMiB, int64(stats.Total/1024))
+	}
 
 	capsXML, err := lv.GetCapabilities()
 	if err != nil {
