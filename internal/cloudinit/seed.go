@@ -53,94 +53,216 @@ func (s Seed) Image() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// Limits on what Read accepts. Write's seeds are far smaller: a root
+// directory of one sector and files of a few KiB.
+const (
+	maxImageSize = 16 << 20 // bytes of the image Read looks at
+	maxRootDir   = 64 << 10 // bytes of the root directory
+	maxFileSize  = 1 << 20  // bytes of each seed file
+)
+
+// ISO 9660 layout that Read reads (ECMA-119 8.4 and 9.1).
+const (
+	sectorSize     = 2048
+	pvdSector      = 16
+	pvdVolumeID    = 40  // offset of the volume identifier (32 bytes) in the PVD
+	pvdBlockSize   = 128 // offset of the logical block size (both-endian 16-bit)
+	pvdRootRecord  = 156 // offset of the root directory record in the PVD
+	dirRecordFixed = 33  // a directory record's size before its identifier
+	flagDirectory  = 0x02
+	flagMultiExt   = 0x80
+)
+
 // Read reads a seed back from its ISO 9660 image, as Write wrote it. A
 // file the image lacks reads as empty: Write leaves out an empty
-// network-config, so absent and empty are the same seed.
+// network-config, so absent and empty are the same seed. user-data and
+// meta-data must be there: Write always writes both.
+//
+// The image may come from anywhere (a storage volume), so Read parses it
+// itself, strictly and within fixed bounds, and refuses what Write does not
+// make: Rock Ridge and other System Use areas, multi-extent or interleaved
+// files, block sizes other than 2048. It looks at the image's first 16 MiB
+// at most; when image has a Size method (bytes.Reader, io.SectionReader),
+// it looks no further than that size either.
 func Read(image io.ReaderAt) (Seed, error) {
-	if err := checkNoSystemUse(image); err != nil {
+	s, err := read(image)
+	if err != nil {
 		return Seed{}, fmt.Errorf("cloud-init seed: %w", err)
-	}
-	img, err := iso9660.OpenImage(image)
-	if err != nil {
-		return Seed{}, fmt.Errorf("cloud-init seed: open image: %w", err)
-	}
-	label, err := img.Label()
-	if err != nil {
-		return Seed{}, fmt.Errorf("cloud-init seed: label: %w", err)
-	}
-	if label != Label {
-		return Seed{}, fmt.Errorf("cloud-init seed: label is %q, want %q", label, Label)
-	}
-	root, err := img.RootDir()
-	if err != nil {
-		return Seed{}, fmt.Errorf("cloud-init seed: root directory: %w", err)
-	}
-	children, err := root.GetChildren()
-	if err != nil {
-		return Seed{}, fmt.Errorf("cloud-init seed: root directory: %w", err)
-	}
-	var s Seed
-	fields := map[string]*string{"user-data": &s.UserData, "meta-data": &s.MetaData, "network-config": &s.NetworkConfig}
-	for _, f := range children {
-		// Linux, and so cloud-init, shows plain ISO 9660 names in lower case.
-		field, ok := fields[strings.ToLower(f.Name())]
-		if !ok || f.IsDir() {
-			continue
-		}
-		b, err := io.ReadAll(f.Reader())
-		if err != nil {
-			return Seed{}, fmt.Errorf("cloud-init seed: read %s: %w", f.Name(), err)
-		}
-		*field = string(b)
 	}
 	return s, nil
 }
 
-// ISO 9660 layout that checkNoSystemUse reads (ECMA-119 8.4 and 9.1).
-const (
-	sectorSize     = 2048
-	pvdSector      = 16
-	pvdRootRecord  = 156 // offset of the root directory record in the PVD
-	dirRecordFixed = 33  // a directory record's size before its identifier
-)
+func read(image io.ReaderAt) (Seed, error) {
+	size := int64(maxImageSize)
+	if sz, ok := image.(interface{ Size() int64 }); ok {
+		size = max(min(sz.Size(), size), 0)
+	}
+	r := io.NewSectionReader(image, 0, size)
 
-// checkNoSystemUse refuses an image whose root directory's "." record has a
-// System Use area (SUSP, Rock Ridge). Write never makes one, and the
-// iso9660 package loops forever on some malformed ones (an entry of length
-// zero, a continuation area that points at itself).
-func checkNoSystemUse(image io.ReaderAt) error {
-	pvd := make([]byte, sectorSize)
-	if _, err := image.ReadAt(pvd, pvdSector*sectorSize); err != nil {
-		return fmt.Errorf("read primary volume descriptor: %w", err)
+	pvd, err := readAt(r, pvdSector*sectorSize, sectorSize)
+	if err != nil {
+		return Seed{}, fmt.Errorf("not an ISO 9660 image: read primary volume descriptor: %w", err)
 	}
-	if pvd[0] != 1 || string(pvd[1:6]) != "CD001" {
-		return errors.New("not an ISO 9660 image: no primary volume descriptor")
+	if pvd[0] != 1 || string(pvd[1:6]) != "CD001" || pvd[6] != 1 {
+		return Seed{}, errors.New("not an ISO 9660 image: no primary volume descriptor")
 	}
-	root := pvd[pvdRootRecord : pvdRootRecord+34]
-	extent := int64(binary.LittleEndian.Uint32(root[2:6]))
-	length := int64(binary.LittleEndian.Uint32(root[10:14]))
-	sector := make([]byte, sectorSize)
-	// The iso9660 package looks at every record named "." (identifier 0)
-	// in the root directory, so this does too.
-	for off := int64(0); off < length; off += sectorSize {
-		if _, err := image.ReadAt(sector, (extent*sectorSize)+off); err != nil {
-			return fmt.Errorf("read root directory: %w", err)
+	if label := strings.TrimRight(string(pvd[pvdVolumeID:pvdVolumeID+32]), " "); label != Label {
+		return Seed{}, fmt.Errorf("label is %q, want %q", label, Label)
+	}
+	le, be := binary.LittleEndian.Uint16(pvd[pvdBlockSize:]), binary.BigEndian.Uint16(pvd[pvdBlockSize+2:])
+	if le != be || le != sectorSize {
+		return Seed{}, fmt.Errorf("logical block size is %d/%d, want %d", le, be, sectorSize)
+	}
+
+	root, err := parseRecord(pvd[pvdRootRecord : pvdRootRecord+34])
+	if err != nil {
+		return Seed{}, fmt.Errorf("root directory record: %w", err)
+	}
+	if root.flags&flagDirectory == 0 || root.id != "\x00" {
+		return Seed{}, errors.New("root directory record is not a directory's own record")
+	}
+	if root.length == 0 || root.length > maxRootDir {
+		return Seed{}, fmt.Errorf("root directory is %d bytes, want 1 to %d", root.length, maxRootDir)
+	}
+	dir, err := readExtent(r, size, root)
+	if err != nil {
+		return Seed{}, fmt.Errorf("root directory: %w", err)
+	}
+
+	var s Seed
+	fields := map[string]*string{"user-data": &s.UserData, "meta-data": &s.MetaData, "network-config": &s.NetworkConfig}
+	seen := map[string]bool{}
+	// Every turn moves off forward by at least one byte, and dir is at most
+	// maxRootDir bytes.
+	for off := 0; off < len(dir); {
+		n := int(dir[off])
+		if n == 0 {
+			// No record starts here: the next one is at the next sector.
+			off = (off/sectorSize + 1) * sectorSize
+			continue
 		}
-		for i := 0; i < sectorSize && sector[i] != 0; i += int(sector[i]) {
-			rec := sector[i:min(i+int(sector[i]), sectorSize)]
-			if len(rec) < dirRecordFixed+1 {
-				return errors.New("root directory: record too short")
-			}
-			idLen := int(rec[32])
-			if idLen != 1 || rec[dirRecordFixed] != 0 {
-				continue
-			}
-			if len(rec) > dirRecordFixed+idLen {
-				return errors.New("root directory has a System Use area (Rock Ridge): Drover's seeds have none")
-			}
+		if off+n > len(dir) {
+			return Seed{}, fmt.Errorf("root directory: record at %d runs past the directory's end", off)
+		}
+		if off/sectorSize != (off+n-1)/sectorSize {
+			return Seed{}, fmt.Errorf("root directory: record at %d crosses a sector boundary", off)
+		}
+		rec, err := parseRecord(dir[off : off+n])
+		if err != nil {
+			return Seed{}, fmt.Errorf("root directory: record at %d: %w", off, err)
+		}
+		off += n
+		name := fileName(rec.id)
+		field, ok := fields[name]
+		if !ok || rec.flags&flagDirectory != 0 {
+			continue
+		}
+		if seen[name] {
+			return Seed{}, fmt.Errorf("root directory holds %s twice", name)
+		}
+		seen[name] = true
+		if rec.flags&flagMultiExt != 0 || rec.interleaved || rec.xattrLen != 0 {
+			return Seed{}, fmt.Errorf("%s is multi-extent, interleaved or has extended attributes", name)
+		}
+		if rec.length > maxFileSize {
+			return Seed{}, fmt.Errorf("%s is %d bytes, more than %d", name, rec.length, maxFileSize)
+		}
+		b, err := readExtent(r, size, rec)
+		if err != nil {
+			return Seed{}, fmt.Errorf("read %s: %w", name, err)
+		}
+		*field = string(b)
+	}
+	for _, name := range []string{"user-data", "meta-data"} {
+		if !seen[name] {
+			return Seed{}, fmt.Errorf("the image has no %s file", name)
 		}
 	}
-	return nil
+	return s, nil
+}
+
+// record is the part of an ISO 9660 directory record that Read uses.
+type record struct {
+	xattrLen    byte
+	extent      uint32 // logical block of the data
+	length      uint32 // bytes of data
+	flags       byte
+	interleaved bool
+	id          string
+}
+
+// parseRecord parses one directory record; b is exactly the record's bytes
+// (its length byte says how many).
+func parseRecord(b []byte) (record, error) {
+	if len(b) < dirRecordFixed+1 || int(b[0]) != len(b) {
+		return record{}, fmt.Errorf("record of %d bytes, want 34 to 255", len(b))
+	}
+	extent, ok1 := bothEndian32(b[2:10])
+	length, ok2 := bothEndian32(b[10:18])
+	if !ok1 || !ok2 {
+		return record{}, errors.New("both-endian fields disagree")
+	}
+	idLen := int(b[32])
+	if idLen == 0 {
+		return record{}, errors.New("empty file identifier")
+	}
+	end := dirRecordFixed + idLen
+	if idLen%2 == 0 {
+		end++ // a padding byte follows an identifier of even length
+	}
+	if end > len(b) {
+		return record{}, errors.New("file identifier runs past the record")
+	}
+	if end < len(b) {
+		return record{}, errors.New("record has a System Use area (Rock Ridge): Drover's seeds have none")
+	}
+	return record{
+		xattrLen:    b[1],
+		extent:      extent,
+		length:      length,
+		flags:       b[25],
+		interleaved: b[26] != 0 || b[27] != 0,
+		id:          string(b[dirRecordFixed : dirRecordFixed+idLen]),
+	}, nil
+}
+
+// bothEndian32 decodes an ISO 9660 both-endian 32-bit number.
+func bothEndian32(b []byte) (uint32, bool) {
+	le, be := binary.LittleEndian.Uint32(b[0:4]), binary.BigEndian.Uint32(b[4:8])
+	return le, le == be
+}
+
+// fileName is a file identifier as Linux shows it, and so as cloud-init
+// looks for it: in lower case, without the ";1" version and the "." of an
+// empty extension.
+func fileName(id string) string {
+	if i := strings.LastIndexByte(id, ';'); i >= 0 {
+		id = id[:i]
+	}
+	return strings.ToLower(strings.TrimSuffix(id, "."))
+}
+
+// readExtent reads rec's data, which must lie inside the first size bytes
+// of r. The caller bounds rec.length.
+func readExtent(r io.ReaderAt, size int64, rec record) ([]byte, error) {
+	start := int64(rec.extent) * sectorSize
+	if start < (pvdSector+1)*sectorSize || start+int64(rec.length) > size {
+		return nil, fmt.Errorf("extent at block %d (%d bytes) lies outside the image of %d bytes", rec.extent, rec.length, size)
+	}
+	return readAt(r, start, int(rec.length))
+}
+
+// readAt reads exactly n bytes at off.
+func readAt(r io.ReaderAt, off int64, n int) ([]byte, error) {
+	b := make([]byte, n)
+	got, err := r.ReadAt(b, off)
+	if got == n {
+		return b, nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return nil, err
 }
 
 type file struct{ name, data string }
