@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"regexp"
+	"sync"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -61,6 +62,13 @@ type providerData struct {
 	// resizer tells running VMs that a volume grew; nil when the hosts'
 	// hypervisor cannot.
 	resizer diskResizer
+	// placeMu is the provider-wide placement lock, shared by every resource
+	// of this configured provider. Whoever decides where a VM goes holds it
+	// from surveying the hosts until the VM is defined, moved or changed
+	// there, so that two VMs of one apply never both count on the same room
+	// (or the same host of a spread group). It serialises VM creates and
+	// updates, moves included; reads and plans do not take it.
+	placeMu sync.Mutex
 }
 
 // providerModel is the provider block as Terraform sends it.

@@ -258,7 +258,12 @@ func whileInUse(ctx context.Context, fn func() error) error {
 // update brings the VM from had (its state) to want (the plan). A running VM
 // takes what it can live; other changes redefine it, with a graceful
 // restart when it runs (the plan has checked that it may restart).
-func (r *vmResource) update(ctx context.Context, had, want vmSpec, grace time.Duration) (hypervisor.Location, error) {
+//
+// It first moves the VM when placement says it must (see relocate): the
+// changes are then made on the destination, so a VM that outgrows its host
+// moves before it grows. planned is the host the plan showed ("" when known
+// after apply).
+func (r *vmResource) update(ctx context.Context, had, want vmSpec, planned string, grace time.Duration) (hypervisor.Location, error) {
 	loc, found, _, err := r.locate(ctx, had.VM.UUID)
 	if err != nil {
 		return loc, err
@@ -269,6 +274,14 @@ func (r *vmResource) update(ctx context.Context, had, want vmSpec, grace time.Du
 	cur, dom, err := r.hosts.ReadVM(ctx, loc.URI, loc.Domain.UUID)
 	if err != nil {
 		return loc, err
+	}
+	if moved, err := r.relocate(ctx, loc, cur, want.VM, planned); err != nil {
+		return loc, err
+	} else if moved.Host != loc.Host {
+		loc = moved
+		if cur, dom, err = r.hosts.ReadVM(ctx, loc.URI, loc.Domain.UUID); err != nil {
+			return loc, err
+		}
 	}
 	facts, err := r.hosts.Host(ctx, loc.URI)
 	if err != nil {

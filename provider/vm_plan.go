@@ -52,7 +52,7 @@ func (r *vmResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequ
 	if prior == nil {
 		resp.Diagnostics.Append(r.planNew(ctx, &plan, want)...)
 	} else {
-		resp.Diagnostics.Append(r.planChange(ctx, *prior, plan, want)...)
+		resp.Diagnostics.Append(r.planChange(ctx, *prior, &plan, want)...)
 	}
 	if resp.Diagnostics.HasError() {
 		return
@@ -144,7 +144,7 @@ func (r *vmResource) planNew(ctx context.Context, plan *vmModel, want vmSpec) di
 		return diags
 	}
 	if _, err := chooseHost(view, want.VM); err != nil {
-		diags.AddError("Unable to place VM", fmt.Sprintf("VM %s: %v", want.VM.Name, err))
+		diags.AddError("Unable to place VM", fmt.Sprintf("VM %s: %s.", want.VM.Name, placementError(err)))
 		return diags
 	}
 	if pin := want.VM.Placement.Host; pin != "" {
@@ -153,27 +153,22 @@ func (r *vmResource) planNew(ctx context.Context, plan *vmModel, want vmSpec) di
 	return diags
 }
 
-// planChange keeps an existing VM on its host (moves come with the
-// placement work) and checks changes that need a restart against
-// allow_restart.
-func (r *vmResource) planChange(ctx context.Context, prior, plan vmModel, want vmSpec) diag.Diagnostics {
+// planChange plans the whole cluster with the VM's new settings: when the
+// VM must move, its host becomes the pin (known) or unknown (placement
+// chooses at apply time) and a warning says why and where; when the cluster
+// cannot meet the invariants, the plan fails before anything moves. It also
+// checks changes that need a restart against allow_restart.
+func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmModel, want vmSpec) diag.Diagnostics {
 	var diags diag.Diagnostics
 	had, d := prior.spec(ctx)
 	diags.Append(d...)
 	if diags.HasError() {
 		return diags
 	}
-	host := prior.Host.ValueString()
-	if pin := want.VM.Placement.Host; pin != "" && host != "" && pin != host {
-		diags.AddAttributeError(path.Root("placement").AtName("host"), "Moving a VM is not supported yet",
-			fmt.Sprintf("VM %s runs on %s; placement.host = %q would move it to another host, which this "+
-				"version of the provider does not do. Pin it to %s, or replace the VM.", want.VM.Name, host, pin, host))
-	}
-	if want.VM.MaxMemoryMiB > had.VM.MaxMemoryMiB && known(plan.MaxMemoryMiB) {
-		view := surveyHosts(ctx, r.cfg, r.hosts)
-		if err := view.checkMemoryFits(want.VM.MaxMemoryMiB); err != nil {
-			diags.AddAttributeError(path.Root("memory_mib"), "Memory too large",
-				fmt.Sprintf("VM %s: %s.", want.VM.Name, err))
+	if known(plan.MaxMemoryMiB) && known(plan.VCPUs) && known(plan.Placement) {
+		diags.Append(r.planMove(ctx, plan, want, had)...)
+		if diags.HasError() {
+			return diags
 		}
 	}
 	// A stopped VM, or one the plan stops, takes every change without a
@@ -197,6 +192,39 @@ func (r *vmResource) planChange(ctx context.Context, prior, plan vmModel, want v
 	}
 	diags.AddWarning("VM will restart",
 		fmt.Sprintf("VM %s will be shut down gracefully and started again, for: %s.", want.VM.Name, strings.Join(reasons, "; ")))
+	return diags
+}
+
+// planMove decides, with the whole cluster, whether the existing VM moves.
+func (r *vmResource) planMove(ctx context.Context, plan *vmModel, want, had vmSpec) diag.Diagnostics {
+	var diags diag.Diagnostics
+	view := surveyHosts(ctx, r.cfg, r.hosts)
+	if err := view.checkDefinedOnce(); err != nil {
+		diags.AddError("Unable to plan VM", err.Error())
+		return diags
+	}
+	if want.VM.MaxMemoryMiB > had.VM.MaxMemoryMiB {
+		if err := view.checkMemoryFits(want.VM.MaxMemoryMiB); err != nil {
+			diags.AddAttributeError(path.Root("memory_mib"), "Memory too large",
+				fmt.Sprintf("VM %s: %s.", want.VM.Name, err))
+			return diags
+		}
+	}
+	mp, err := planPlacement(view, want.VM, r.placementOptions())
+	if err != nil {
+		diags.AddError("Unable to place VM", fmt.Sprintf("VM %s: %s%s. Nothing was moved.",
+			want.VM.Name, placementErrorFor(err, want.VM.Name), view.unreachableNote()))
+		return diags
+	}
+	if !mp.Found || !mp.Moves() {
+		return diags
+	}
+	if pin := want.VM.Placement.Host; pin != "" && pin == mp.Host {
+		plan.Host = types.StringValue(pin)
+	} else {
+		plan.Host = types.StringUnknown()
+	}
+	diags.AddWarning(fmt.Sprintf("VM %s will move", want.VM.Name), moveWarning(mp.Assignment, want.VM.Placement.SpreadGroup))
 	return diags
 }
 

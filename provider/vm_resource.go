@@ -7,6 +7,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -54,6 +55,7 @@ type vmHosts interface {
 	DetachNIC(ctx context.Context, uri, vm, mac string) error
 	EnsureCHAPSecret(ctx context.Context, uri, value string) error
 	CheckNetworks(ctx context.Context, uri string, nics []hypervisor.NIC) error
+	Move(ctx context.Context, vm, from, to string, opts hypervisor.MigrateOptions) (live bool, err error)
 }
 
 var _ vmHosts = (*hypervisor.Pool)(nil)
@@ -94,6 +96,7 @@ type vmResource struct {
 	hosts   vmHosts
 	storage vmStorage // nil when the provider block has no storage
 	access  volumeAccess
+	placeMu *sync.Mutex // the provider's placement lock (providerData.placeMu)
 }
 
 type vmModel struct {
@@ -147,7 +150,10 @@ func (r *vmResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp 
 			"host": schema.StringAttribute{
 				MarkdownDescription: "The host the VM runs on now. A new VM's host is known at plan " +
 					"time when it is pinned (`placement.host`), else after apply. An existing VM stays " +
-					"where it is.",
+					"where it is unless it must move (its host enters maintenance, its pin changes, it " +
+					"no longer fits, or its preferred host is back): then the plan warns and shows the " +
+					"pinned host, or \"known after apply\" when placement chooses, and apply moves it " +
+					"(live migration when it runs).",
 				Computed:      true,
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
@@ -308,7 +314,7 @@ func (r *vmResource) Configure(_ context.Context, req resource.ConfigureRequest,
 			fmt.Sprintf("The provider's hypervisor %T cannot run VMs: this is a bug in the provider.", data.hosts))
 		return
 	}
-	r.cfg, r.hosts, r.access = data.config, hosts, data.config.volumeAccess()
+	r.cfg, r.hosts, r.access, r.placeMu = data.config, hosts, data.config.volumeAccess(), &data.placeMu
 	if data.storage != nil {
 		r.storage = data.storage
 	}
@@ -339,7 +345,9 @@ func (r *vmResource) Create(ctx context.Context, req resource.CreateRequest, res
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	unlock := r.lockPlacement()
 	loc, err := r.create(ctx, spec)
+	unlock()
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to create VM", err.Error())
 		return
@@ -423,7 +431,13 @@ func (r *vmResource) Update(ctx context.Context, req resource.UpdateRequest, res
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	loc, err := r.update(ctx, had, want, shutdownGrace(timeout))
+	planned := ""
+	if known(plan.Host) {
+		planned = plan.Host.ValueString()
+	}
+	unlock := r.lockPlacement()
+	loc, err := r.update(ctx, had, want, planned, shutdownGrace(timeout))
+	unlock()
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to update VM", err.Error())
 		return

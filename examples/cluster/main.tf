@@ -1,0 +1,88 @@
+# Drover cluster scenario: a mail VM, two web VMs and two database VMs on two
+# hosts, with the maintenance walk-through of README.md. In the local lab:
+#
+#   terraform apply -var-file=../../.lab/lab.tfvars
+#   terraform apply -var-file=../../.lab/lab.tfvars -var alpha_maintenance=true
+#   terraform apply -var-file=../../.lab/lab.tfvars -var alpha_maintenance=false
+
+terraform {
+  required_providers {
+    drover = {
+      source = "drover/drover"
+    }
+  }
+}
+
+variable "alpha_uri" { type = string }
+variable "beta_uri" { type = string }
+variable "storage_endpoint" { type = string }
+variable "storage_portal" { type = string }
+variable "guest_kernel" { type = string }
+variable "guest_initrd" { type = string }
+variable "storage_token" {
+  type      = string
+  sensitive = true
+}
+
+variable "spread" {
+  description = "Keep the web VMs, and the database VMs, on different hosts. Two hosts cannot keep a group apart while one is in maintenance: set false for that window."
+  type        = bool
+  default     = true
+}
+
+variable "alpha_maintenance" {
+  description = "Take alpha out of service: its VMs move to beta, live."
+  type        = bool
+  default     = false
+}
+
+provider "drover" {
+  hosts = {
+    alpha = { uri = var.alpha_uri, domain_type = "qemu", maintenance = var.alpha_maintenance }
+    beta  = { uri = var.beta_uri, domain_type = "qemu" }
+  }
+  storage = {
+    endpoint = var.storage_endpoint
+    token    = var.storage_token
+    portal   = var.storage_portal
+  }
+}
+
+locals {
+  # Where each VM may run. Spread groups keep the two web VMs, and the two
+  # database VMs, on different hosts; preferred_hosts is where a VM returns
+  # after maintenance.
+  vms = {
+    mail    = { preferred_hosts = ["alpha"], spread_group = null }
+    "web-1" = { preferred_hosts = ["alpha"], spread_group = "web" }
+    "web-2" = { preferred_hosts = ["beta"], spread_group = "web" }
+    "db-1"  = { preferred_hosts = ["alpha"], spread_group = "db" }
+    "db-2"  = { preferred_hosts = ["beta"], spread_group = "db" }
+  }
+}
+
+resource "drover_volume" "disk" {
+  for_each = local.vms
+  name     = "${each.key}-disk"
+  size_mib = 64
+}
+
+resource "drover_vm" "vm" {
+  for_each   = local.vms
+  name       = each.key
+  vcpus      = 1
+  memory_mib = 128
+  kernel     = var.guest_kernel
+  initrd     = var.guest_initrd
+  cmdline    = "console=ttyS0"
+  disks      = [{ volume_id = drover_volume.disk[each.key].id }]
+  placement = {
+    preferred_hosts = each.value.preferred_hosts
+    spread_group    = var.spread ? each.value.spread_group : null
+  }
+}
+
+output "hosts" {
+  description = "Where each VM runs."
+  value       = { for name, vm in drover_vm.vm : name => vm.host }
+}
