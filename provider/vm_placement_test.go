@@ -9,14 +9,18 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+
+	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 )
 
 // providerBlockMaintenance is the lab's provider block with alpha in
@@ -174,6 +178,7 @@ func TestAccPlacementMaintenance(t *testing.T) {
 	a, b := prefix+"-a", prefix+"-b"
 	recA := &records{l: l, name: a, seen: map[int]bool{}}
 	recB := &records{l: l, name: b, seen: map[int]bool{}}
+	watch := l.watchTwoHosts(t, a, b)
 	// config runs a (preferring alpha) and b (preferring beta, or pinned
 	// to pinB), each writing records to its own disk, with alpha in
 	// maintenance or not.
@@ -225,13 +230,15 @@ resource "drover_vm" "%[1]s" {
 			{
 				// The plan shows a leaving alpha, its destination known
 				// after apply; apply migrates it live.
-				Config: config(true, ""),
+				PreConfig: watch.start,
+				Config:    config(true, ""),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction("drover_vm.a", plancheck.ResourceActionUpdate),
 					plancheck.ExpectUnknownValue("drover_vm.a", tfjsonpath.New("host")),
 					plancheck.ExpectKnownValue("drover_vm.b", tfjsonpath.New("host"), knownvalue.StringExact("beta")),
 				}},
 				Check: resource.ComposeAggregateTestCheckFunc(
+					watch.check(),
 					l.checkVMOn("beta", a, []string{a + "-disk"}, false, true),
 					l.checkVMOn("beta", b, []string{b + "-disk"}, false, true),
 					resource.TestCheckResourceAttr("drover_vm.a", "host", "beta"),
@@ -241,11 +248,13 @@ resource "drover_vm" "%[1]s" {
 			},
 			{
 				// Out of maintenance, a fails back to alpha.
-				Config: config(false, ""),
+				PreConfig: watch.start,
+				Config:    config(false, ""),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectUnknownValue("drover_vm.a", tfjsonpath.New("host")),
 				}},
 				Check: resource.ComposeAggregateTestCheckFunc(
+					watch.check(),
 					l.checkVMOn("alpha", a, []string{a + "-disk"}, false, true),
 					l.checkVMOn("beta", b, []string{b + "-disk"}, false, true),
 					resource.TestCheckResourceAttr("drover_vm.a", "host", "alpha"),
@@ -254,11 +263,13 @@ resource "drover_vm" "%[1]s" {
 			},
 			{
 				// A new pin is known at plan time, and b moves there live.
-				Config: config(false, "alpha"),
+				PreConfig: watch.start,
+				Config:    config(false, "alpha"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectKnownValue("drover_vm.b", tfjsonpath.New("host"), knownvalue.StringExact("alpha")),
 				}},
 				Check: resource.ComposeAggregateTestCheckFunc(
+					watch.check(),
 					l.checkVMOn("alpha", a, []string{a + "-disk"}, false, true),
 					l.checkVMOn("alpha", b, []string{b + "-disk"}, false, true),
 					recA.check(), recB.check(),
@@ -266,4 +277,343 @@ resource "drover_vm" "%[1]s" {
 			},
 		},
 	})
+}
+
+// planWarnings records the warnings of every plan the provider makes, so
+// that a test can read what the user is told about a move.
+type planWarnings struct {
+	mu   sync.Mutex // guards seen: Terraform plans resources in parallel
+	seen []string
+}
+
+func (w *planWarnings) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen = nil
+}
+
+// expect is a plan check that some warning of the plan matches re.
+func (w *planWarnings) expect(re *regexp.Regexp) plancheck.PlanCheck { return warningCheck{w, re} }
+
+type warningCheck struct {
+	w  *planWarnings
+	re *regexp.Regexp
+}
+
+func (c warningCheck) CheckPlan(_ context.Context, _ plancheck.CheckPlanRequest, resp *plancheck.CheckPlanResponse) {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	for _, s := range c.w.seen {
+		if c.re.MatchString(s) {
+			return
+		}
+	}
+	resp.Error = fmt.Errorf("no plan warning matches %q; got %q", c.re, c.w.seen)
+}
+
+// warningServer is the provider, with the warnings of its plans recorded.
+type warningServer struct {
+	tfprotov6.ProviderServer
+	w *planWarnings
+}
+
+func (s warningServer) PlanResourceChange(ctx context.Context, req *tfprotov6.PlanResourceChangeRequest) (*tfprotov6.PlanResourceChangeResponse, error) {
+	resp, err := s.ProviderServer.PlanResourceChange(ctx, req)
+	if resp != nil {
+		s.w.mu.Lock()
+		for _, d := range resp.Diagnostics {
+			if d.Severity == tfprotov6.DiagnosticSeverityWarning {
+				s.w.seen = append(s.w.seen, d.Summary+": "+d.Detail)
+			}
+		}
+		s.w.mu.Unlock()
+	}
+	return resp, err
+}
+
+// accProvidersWarnings is accProviders with the plans' warnings recorded in w.
+func accProvidersWarnings(t *testing.T, w *planWarnings) map[string]func() (tfprotov6.ProviderServer, error) {
+	t.Helper()
+	factories := accProviders(t)
+	serve := factories["drover"]
+	factories["drover"] = func() (tfprotov6.ProviderServer, error) {
+		s, err := serve()
+		if err != nil {
+			return nil, err
+		}
+		return warningServer{ProviderServer: s, w: w}, nil
+	}
+	return factories
+}
+
+// alphaReservedFor returns the reserved_memory_mib that leaves room MiB
+// placeable on alpha with what libvirt reports for it now: its memory and
+// the maximum memory of every domain defined there.
+func (l vmLab) alphaReservedFor(t *testing.T, room int64) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h, err := l.libvirt.Host(ctx, l.info.AlphaURI)
+	if err != nil {
+		t.Fatalf("ask libvirt about alpha: %v", err)
+	}
+	reserved := h.MemoryMiB - h.CommittedMemoryMiB() - room
+	if reserved < 0 {
+		t.Fatalf("alpha has %d MiB with %d MiB committed: less than %d MiB of room", h.MemoryMiB, h.CommittedMemoryMiB(), room)
+	}
+	return reserved
+}
+
+// checkMovedThenRestarted proves, from the console logs of both hosts, that
+// the guest's records before its restart have no gap (the live move lost
+// none), that it booted once more on host and resumed after the last record
+// it had written (no lost record), and that it writes records past it.
+func (l vmLab) checkMovedThenRestarted(host, name string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			err := l.movedThenRestarted(host, name)
+			if err == nil || time.Now().After(deadline) {
+				return err
+			}
+			time.Sleep(time.Second)
+		}
+	}
+}
+
+func (l vmLab) movedThenRestarted(host, name string) error {
+	before := map[int]bool{} // records written before the restart
+	var resumed, after, boots int
+	resumed = -1
+	for _, h := range []string{"alpha", "beta"} {
+		b, _ := os.ReadFile(l.consoleLog(h, name))
+		for _, line := range strings.Split(string(b), "\n") {
+			if writeFailedRe.MatchString(line) {
+				return fmt.Errorf("vm %s: a write failed on %s: %s", name, h, line)
+			}
+			if bootedRe.MatchString(line) {
+				boots++
+			}
+			if m := resumingRe.FindStringSubmatch(line); m != nil && h == host && boots == 2 {
+				resumed, _ = strconv.Atoi(m[1])
+				continue
+			}
+			m := recordRe.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			n, _ := strconv.Atoi(m[1])
+			if resumed >= 0 {
+				after = max(after, n)
+			} else {
+				before[n] = true
+			}
+		}
+	}
+	if boots != 2 || resumed < 0 {
+		return fmt.Errorf("vm %s: %d boots and resumed: %v, want a second boot on %s that resumed", name, boots, resumed >= 0, host)
+	}
+	first, last := -1, 0
+	for n := range before {
+		if first < 0 || n < first {
+			first = n
+		}
+		last = max(last, n)
+	}
+	for n := first; n <= last; n++ {
+		if !before[n] {
+			return fmt.Errorf("vm %s: records %d to %d before the restart miss seq=%d", name, first, last, n)
+		}
+	}
+	if resumed < last {
+		return fmt.Errorf("vm %s resumed after seq=%d, but it had written seq=%d: a record was lost", name, resumed, last)
+	}
+	if after < resumed+3 {
+		return fmt.Errorf("vm %s: records after the restart reach seq=%d, want past %d", name, after, resumed+2)
+	}
+	return nil
+}
+
+func TestAccPlacementOutgrowsHost(t *testing.T) {
+	l := newVMLab(t)
+	name := accName(t, "grow")
+	disk := name + "-disk"
+	rec := &records{l: l, name: name, seen: map[int]bool{}}
+	// Alpha gets room for the VM at 128 MiB but not at 256 MiB; beta keeps
+	// its defaults.
+	reserved := l.alphaReservedFor(t, 200)
+	config := func(memory int) string {
+		cfg := strings.Replace(l.providerBlock(), `alpha = { uri = `+strconv.Quote(l.info.AlphaURI)+`, domain_type = "qemu" }`,
+			fmt.Sprintf(`alpha = { uri = %q, domain_type = "qemu", reserved_memory_mib = %d }`, l.info.AlphaURI, reserved), 1)
+		return cfg + fmt.Sprintf(`
+resource "drover_volume" "disk" {
+  name     = %[2]q
+  size_mib = 16
+}
+
+resource "drover_vm" "test" {
+  name           = %[1]q
+  vcpus          = 1
+  memory_mib     = %[5]d
+  max_memory_mib = %[5]d
+  allow_restart  = true
+  kernel         = %[3]q
+  initrd         = %[4]q
+  cmdline        = "console=ttyS0"
+  disks          = [{ volume_id = drover_volume.disk.id }]
+  placement      = { preferred_hosts = ["alpha"] }
+  timeouts {
+    update = "5m"
+  }
+}
+`, name, disk, l.info.GuestKernel, l.info.GuestInitrd, memory)
+	}
+	warnings := &planWarnings{}
+	watch := l.watchTwoHosts(t, name)
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: accProvidersWarnings(t, warnings),
+		CheckDestroy:             l.checkVMGone([]string{name}, []string{disk}),
+		Steps: []resource.TestStep{
+			{
+				Config: config(128),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					l.checkVMOn("alpha", name, []string{disk}, false, true),
+					resource.TestCheckResourceAttr("drover_vm.test", "host", "alpha"),
+					rec.check(),
+				),
+			},
+			{
+				// 256 MiB do not fit in alpha's 200: the plan says the VM
+				// moves live to beta, apply moves it, then restarts it there
+				// with its new maximum.
+				PreConfig: func() { warnings.reset(); watch.start() },
+				Config:    config(256),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction("drover_vm.test", plancheck.ResourceActionUpdate),
+					plancheck.ExpectUnknownValue("drover_vm.test", tfjsonpath.New("host")),
+					warnings.expect(regexp.MustCompile(`(?s)^VM ` + regexp.QuoteMeta(name) + ` will move: .*moves from alpha, ` +
+						`by a live migration.*because it no longer fits on alpha with its new size\. It is expected to go to beta`)),
+					warnings.expect(regexp.MustCompile(`^VM will restart: VM ` + regexp.QuoteMeta(name) + ` will be shut down`)),
+				}},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					watch.check(),
+					l.checkVMOn("beta", name, []string{disk}, false, true),
+					resource.TestCheckResourceAttr("drover_vm.test", "host", "beta"),
+					resource.TestCheckResourceAttr("drover_vm.test", "memory_mib", "256"),
+					l.checkMemory("beta", name, 256),
+					l.checkMovedThenRestarted("beta", name),
+				),
+			},
+			{
+				// Alpha still cannot take it back: nothing to do.
+				Config:   config(256),
+				PlanOnly: true,
+			},
+		},
+	})
+}
+
+// twoHostWatch polls alpha and beta for some VMs while a step moves them,
+// and fails the step if a VM is ever running on both hosts at once.
+//
+// During a live migration libvirt defines the VM on both hosts: the
+// destination's domain is paused (incoming) until the switch-over, and the
+// source's is paused after it until it goes away. That is accepted: a VM
+// counts as running on a host in state running or blocked only (blocked is
+// a running VM whose vCPUs are idle). The hosts cannot be asked at one
+// instant, so each sample asks alpha, beta, alpha, beta in turn and calls it
+// a double run only when a host answers running on both sides of the other
+// host's running answer: a switch-over between two calls is not one.
+type twoHostWatch struct {
+	t     *testing.T
+	l     vmLab
+	names []string
+	stop  chan struct{}
+	done  chan struct{}
+
+	// Written by the polling goroutine, read after done is closed.
+	samples, failedCalls, calls int
+	onBoth                      []string // samples where a VM was defined on both hosts
+	doubleRun                   []string
+}
+
+func (l vmLab) watchTwoHosts(t *testing.T, names ...string) *twoHostWatch {
+	w := &twoHostWatch{t: t, l: l, names: names}
+	t.Cleanup(func() { w.halt() })
+	return w
+}
+
+// start begins polling every 100 ms (a step's PreConfig).
+func (w *twoHostWatch) start() {
+	w.halt()
+	w.stop, w.done = make(chan struct{}), make(chan struct{})
+	w.samples, w.failedCalls, w.calls, w.onBoth, w.doubleRun = 0, 0, 0, nil, nil
+	go w.poll(w.stop, w.done)
+}
+
+func (w *twoHostWatch) halt() {
+	if w.stop == nil {
+		return
+	}
+	close(w.stop)
+	<-w.done
+	w.stop = nil
+}
+
+func (w *twoHostWatch) poll(stop, done chan struct{}) {
+	defer close(done)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	uris := []string{w.l.info.AlphaURI, w.l.info.BetaURI}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		w.samples++
+		for _, name := range w.names {
+			var running [4]bool
+			var states [4]hypervisor.State
+			for i := range running {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				d, found, err := w.l.libvirt.Domain(ctx, uris[i%2], name)
+				cancel()
+				w.calls++
+				if err != nil {
+					w.failedCalls++
+					continue
+				}
+				if found {
+					states[i] = d.State
+				}
+				running[i] = found && (d.State == hypervisor.StateRunning || d.State == hypervisor.StateBlocked)
+			}
+			at := time.Now().Format("15:04:05.000")
+			if states[0] != "" && states[1] != "" {
+				w.onBoth = append(w.onBoth, fmt.Sprintf("%s %s: alpha %s, beta %s", at, name, states[0], states[1]))
+			}
+			if running[0] && running[1] && running[2] || running[1] && running[2] && running[3] {
+				w.doubleRun = append(w.doubleRun, fmt.Sprintf("%s %s: alpha %q, beta %q, alpha %q, beta %q",
+					at, name, states[0], states[1], states[2], states[3]))
+			}
+		}
+	}
+}
+
+// check stops the watch and fails if a VM ran on both hosts, or if the
+// hosts could not be watched.
+func (w *twoHostWatch) check() resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		w.halt()
+		w.t.Logf("watched %v for %d samples (%d libvirt calls, %d failed); defined on both hosts in %d, first: %v",
+			w.names, w.samples, w.calls, w.failedCalls, len(w.onBoth), w.onBoth[:min(3, len(w.onBoth))])
+		switch {
+		case len(w.doubleRun) > 0:
+			return fmt.Errorf("a VM ran on two hosts at once: %v", w.doubleRun)
+		case w.samples < 5 || w.failedCalls*10 > w.calls:
+			return fmt.Errorf("the hosts could not be watched: %d samples, %d of %d libvirt calls failed", w.samples, w.failedCalls, w.calls)
+		}
+		return nil
+	}
 }
