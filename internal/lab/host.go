@@ -118,7 +118,7 @@ func (h Host) start(ctx context.Context, dir string, logf func(string, ...any)) 
 	}
 	if running(pid, "libvirtd") {
 		logf("host %s: libvirtd already running (pid %d)", h.Name, pid)
-		if err := h.waitReady(ctx, pid, dir); err != nil {
+		if err := h.waitReady(ctx, pidAlive(pid, "libvirtd"), dir); err != nil {
 			return err
 		}
 		return h.ensureNetwork(ctx, dir)
@@ -138,12 +138,12 @@ func (h Host) start(ctx context.Context, dir string, logf func(string, ...any)) 
 		return fmt.Errorf("start libvirtd for host %s: %w", h.Name, err)
 	}
 	pid = cmd.Process.Pid
-	go cmd.Wait() // reap it if it dies while we still run
+	alive := childAlive(cmd)
 	if err := writePID(pidFile, pid); err != nil {
 		return err
 	}
 	logf("host %s: libvirtd started (pid %d) at %s", h.Name, pid, h.URI())
-	if err := h.waitReady(ctx, pid, dir); err != nil {
+	if err := h.waitReady(ctx, alive, dir); err != nil {
 		return err
 	}
 	return h.ensureNetwork(ctx, dir)
@@ -178,7 +178,7 @@ func (h Host) ensureNetwork(ctx context.Context, dir string) error {
 }
 
 // waitReady waits until virsh reaches the host and it names itself correctly.
-func (h Host) waitReady(ctx context.Context, pid int, dir string) error {
+func (h Host) waitReady(ctx context.Context, alive func() bool, dir string) error {
 	deadline := time.Now().Add(60 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
@@ -190,8 +190,7 @@ func (h Host) waitReady(ctx context.Context, pid int, dir string) error {
 		if err == nil {
 			return fmt.Errorf("host %s: %s answers as %q: another libvirtd holds the address", h.Name, h.URI(), out)
 		}
-		// Wait for the pid to become libvirtd (it starts as unshare, then sh).
-		if !running(pid, "libvirtd") && !running(pid, "unshare") && !running(pid, "sh") {
+		if !alive() {
 			return fmt.Errorf("host %s: libvirtd exited; see %s: %s", h.Name, filepath.Join(dir, "libvirtd.log"), tail(filepath.Join(dir, "libvirtd.log"), 10))
 		}
 		select {

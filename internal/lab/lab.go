@@ -142,7 +142,7 @@ func (l *Lab) startTarget(ctx context.Context) (string, error) {
 	}
 	if running(pid, "drover-target") {
 		l.Logf("drover-target already running (pid %d)", pid)
-		return tok, l.waitTarget(ctx, pid, tok)
+		return tok, l.waitTarget(ctx, pidAlive(pid, "drover-target"), tok)
 	}
 	if !exists(l.targetBin()) {
 		return "", fmt.Errorf("drover-target is not built at %s: run `make lab`, which builds it", l.targetBin())
@@ -162,15 +162,15 @@ func (l *Lab) startTarget(ctx context.Context) (string, error) {
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start drover-target: %w", err)
 	}
-	go cmd.Wait()
+	alive := childAlive(cmd)
 	if err := writePID(pidFile, cmd.Process.Pid); err != nil {
 		return "", err
 	}
 	l.Logf("drover-target started (pid %d): API http://%s, iSCSI %s", cmd.Process.Pid, targetAPI, targetPortal)
-	return tok, l.waitTarget(ctx, cmd.Process.Pid, tok)
+	return tok, l.waitTarget(ctx, alive, tok)
 }
 
-func (l *Lab) waitTarget(ctx context.Context, pid int, token string) error {
+func (l *Lab) waitTarget(ctx context.Context, alive func() bool, token string) error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -182,7 +182,7 @@ func (l *Lab) waitTarget(ctx context.Context, pid int, token string) error {
 				return nil
 			}
 		}
-		if !running(pid, "drover-target") {
+		if !alive() {
 			log := filepath.Join(l.targetDir(), "drover-target.log")
 			return fmt.Errorf("drover-target exited; see %s: %s", log, tail(log, 10))
 		}

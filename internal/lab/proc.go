@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,4 +77,36 @@ func waitExit(pid int, want string, d time.Duration) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return !running(pid, want)
+}
+
+// childAlive reaps a process the lab started and tells whether it still
+// runs. Unlike a look at /proc, it cannot mistake a child that is slow to
+// start for one that exited.
+func childAlive(cmd *exec.Cmd) func() bool {
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	return func() bool {
+		select {
+		case <-done:
+			return false
+		default:
+			return true
+		}
+	}
+}
+
+// pidAlive tells whether pid, started by an earlier run of the lab, still
+// runs a program whose command line contains one of names.
+func pidAlive(pid int, names ...string) func() bool {
+	return func() bool {
+		for _, n := range names {
+			if running(pid, n) {
+				return true
+			}
+		}
+		return false
+	}
 }
