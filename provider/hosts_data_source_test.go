@@ -56,14 +56,14 @@ func TestAccHostsDataSource(t *testing.T) {
 
 	// A defined but stopped domain on alpha: it must show among the VMs and
 	// count in the committed memory.
-	stopped := hypervisor.DomainSpec{
+	stopped := hypervisor.VM{
 		Name: "drover-acc-hosts-stopped", Type: "qemu", MemoryMiB: 96, VCPUs: 1,
-		Kernel: info.GuestKernel, Initrd: info.GuestInitrd,
+		Boot: hypervisor.Boot{Kernel: info.GuestKernel, Initrd: info.GuestInitrd},
 	}
 	if err := libvirt.Remove(ctx, info.AlphaURI, stopped.Name); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := libvirt.Define(ctx, info.AlphaURI, stopped); err != nil {
+	if _, err := libvirt.DefineVM(ctx, info.AlphaURI, stopped); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

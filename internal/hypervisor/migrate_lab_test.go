@@ -54,14 +54,12 @@ func TestAccLiveMigrationMovesARunningGuestToTheOtherHost(t *testing.T) {
 	}
 
 	console := filepath.Join(t.TempDir(), "console.log")
-	created, err := pool.Create(ctx, alpha, DomainSpec{
+	created, err := pool.CreateVM(ctx, alpha, VM{
 		Name:       name,
 		Type:       "qemu",
 		MemoryMiB:  128,
 		VCPUs:      1,
-		Kernel:     info.GuestKernel,
-		Initrd:     info.GuestInitrd,
-		Cmdline:    "console=ttyS0",
+		Boot:       Boot{Kernel: info.GuestKernel, Initrd: info.GuestInitrd, Cmdline: "console=ttyS0"},
 		ConsoleLog: console,
 	})
 	if err != nil {
