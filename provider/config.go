@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/placement"
 )
 
 // Defaults of a host's settings, as DESIGN.md fixes them.
@@ -17,6 +18,9 @@ const (
 	defaultReservedMemoryMiB = 512
 	defaultCPUOvercommit     = 4
 	defaultMemoryOvercommit  = 1.0
+	// defaultMigrationsPerHost bounds the moves a host takes part in at
+	// once, as source or destination.
+	defaultMigrationsPerHost = 2
 )
 
 // tokenEnv names the environment variable that holds the storage token when
@@ -26,8 +30,15 @@ const tokenEnv = "DROVER_STORAGE_TOKEN"
 // config is the provider block in plain Go, defaults applied. It is made once,
 // in Configure; nothing past that point sees Terraform types.
 type config struct {
-	Hosts   []hostConfig   // sorted by name
-	Storage *storageConfig // nil when the block has no storage
+	Hosts     []hostConfig   // sorted by name
+	Storage   *storageConfig // nil when the block has no storage
+	Placement placementConfig
+}
+
+// placementConfig is the provider block's placement settings.
+type placementConfig struct {
+	Strategy          placement.Strategy
+	MigrationsPerHost int
 }
 
 type hostConfig struct {
@@ -111,6 +122,31 @@ func (m providerModel) config(ctx context.Context) (config, diag.Diagnostics) {
 		cfg.Hosts = append(cfg.Hosts, h)
 	}
 	sort.Slice(cfg.Hosts, func(i, j int) bool { return cfg.Hosts[i].Name < cfg.Hosts[j].Name })
+
+	cfg.Placement = placementConfig{Strategy: placement.Spread, MigrationsPerHost: defaultMigrationsPerHost}
+	if m.Placement.IsUnknown() {
+		diags.AddAttributeError(path.Root("placement"), "Placement settings are unknown",
+			"The placement settings must be known when planning.")
+		return cfg, diags
+	}
+	if !m.Placement.IsNull() {
+		var pm placementSettingsModel
+		diags.Append(m.Placement.As(ctx, &pm, basetypes.ObjectAsOptions{})...)
+		if diags.HasError() {
+			return cfg, diags
+		}
+		if pm.Strategy.IsUnknown() || pm.MigrationsPerHost.IsUnknown() {
+			diags.AddAttributeError(path.Root("placement"), "Placement settings are unknown",
+				"The placement settings must be known when planning.")
+			return cfg, diags
+		}
+		if pm.Strategy.ValueString() == "pack" {
+			cfg.Placement.Strategy = placement.Pack
+		}
+		if !pm.MigrationsPerHost.IsNull() {
+			cfg.Placement.MigrationsPerHost = int(pm.MigrationsPerHost.ValueInt64())
+		}
+	}
 
 	if m.Storage.IsUnknown() {
 		diags.AddAttributeError(path.Root("storage"), "Storage settings are unknown",

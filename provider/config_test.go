@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/placement"
 )
 
 // modelTypes returns the Terraform types of the hosts map and the storage
@@ -88,6 +89,33 @@ func TestConfigAppliesDefaultsAndSortsHosts(t *testing.T) {
 	}
 	if cfg.Storage != nil {
 		t.Errorf("storage = %+v without a storage block, want nil", cfg.Storage)
+	}
+	if want := (placementConfig{Strategy: placement.Spread, MigrationsPerHost: 2}); cfg.Placement != want {
+		t.Errorf("placement = %+v without a placement block, want %+v", cfg.Placement, want)
+	}
+}
+
+func TestConfigPlacementSettings(t *testing.T) {
+	t.Parallel()
+	var resp provider.SchemaResponse
+	New("test", nil)().Schema(context.Background(), provider.SchemaRequest{}, &resp)
+	typ := resp.Schema.Attributes["placement"].GetType().(types.ObjectType)
+	pv, diags := types.ObjectValueFrom(context.Background(), typ.AttrTypes, placementSettingsModel{
+		Strategy: types.StringValue("pack"), MigrationsPerHost: types.Int64Value(3)})
+	if diags.HasError() {
+		t.Fatal(diags)
+	}
+	m := providerModel{
+		Hosts:     hostsValue(t, map[string]hostModel{"alpha": uriOnly("qemu:///a")}),
+		Storage:   storageValue(t, nil),
+		Placement: pv,
+	}
+	cfg, diags := m.config(context.Background())
+	if diags.HasError() {
+		t.Fatal(diags)
+	}
+	if want := (placementConfig{Strategy: placement.Pack, MigrationsPerHost: 3}); cfg.Placement != want {
+		t.Errorf("placement = %+v, want %+v", cfg.Placement, want)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +18,9 @@ import (
 // input of placement decisions and plan-time checks.
 type clusterView struct {
 	Hosts []hostView // in the order of config.Hosts (by name)
+	// Booked are the decisions under way (see placer): their VMs count
+	// where they are going, whatever the hosts said.
+	Booked map[string]booking
 }
 
 // hostView is one configured host as it answered.
@@ -90,6 +95,9 @@ func (c clusterView) placementCluster(skip string) placement.Cluster {
 		}
 		for _, d := range h.Facts.Domains {
 			vm, ours := h.VMs[d.Name]
+			if _, booked := c.Booked[d.Name]; booked && ours {
+				continue // counted below, where it is going
+			}
 			if !ours {
 				ph.ForeignMemoryMiB += d.MaxMemoryMiB
 				ph.ForeignVCPUs += d.VCPUs
@@ -112,7 +120,33 @@ func (c clusterView) placementCluster(skip string) placement.Cluster {
 		}
 		out.Hosts = append(out.Hosts, ph)
 	}
+	c.addBooked(&out, skip)
 	return out
+}
+
+// addBooked counts every booked VM on its destination, and on the source of
+// its move too, as foreign load, until the move is done.
+func (c clusterView) addBooked(out *placement.Cluster, skip string) {
+	at := map[string]int{}
+	for i, h := range out.Hosts {
+		at[h.Name] = i
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Booked)) {
+		b := c.Booked[name]
+		if name == skip {
+			continue
+		}
+		if i, ok := at[b.From]; ok && b.From != b.Host {
+			out.Hosts[i].ForeignMemoryMiB += b.VM.MemoryMiB
+			out.Hosts[i].ForeignVCPUs += b.VM.VCPUs
+		}
+		if _, ok := at[b.Host]; !ok {
+			continue // its destination did not answer: no decision counts on it
+		}
+		vm := b.VM
+		vm.Current, vm.Fixed = b.Host, true
+		out.VMs = append(out.VMs, vm)
+	}
 }
 
 // placementVM is the engine's view of vm.
@@ -128,9 +162,9 @@ func placementVM(vm hypervisor.VM) placement.VM {
 }
 
 // chooseHost decides where a new VM goes: its pinned host when it has one,
-// else where the placement engine ranks best (spread). It is the one place
-// that makes this choice.
-func chooseHost(c clusterView, vm hypervisor.VM) (string, error) {
+// else where the placement engine ranks best (by strategy). It is the one
+// place that makes this choice.
+func chooseHost(c clusterView, vm hypervisor.VM, strategy placement.Strategy) (string, error) {
 	if pin := vm.Placement.Host; pin != "" {
 		h, ok := c.host(pin)
 		if !ok {
@@ -140,7 +174,7 @@ func chooseHost(c clusterView, vm hypervisor.VM) (string, error) {
 			return "", fmt.Errorf("pinned host %s cannot be reached: %w", pin, h.Err)
 		}
 	}
-	a, err := placement.Place(c.placementCluster(vm.Name), placementVM(vm), placement.Options{Strategy: placement.Spread})
+	a, err := placement.Place(c.placementCluster(vm.Name), placementVM(vm), placement.Options{Strategy: strategy})
 	if err != nil {
 		return "", fmt.Errorf("%w%s", err, c.unreachableNote())
 	}

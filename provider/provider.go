@@ -3,7 +3,6 @@ package provider
 import (
 	"context"
 	"regexp"
-	"sync"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -62,19 +61,21 @@ type providerData struct {
 	// resizer tells running VMs that a volume grew; nil when the hosts'
 	// hypervisor cannot.
 	resizer diskResizer
-	// placeMu is the provider-wide placement lock, shared by every resource
-	// of this configured provider. Whoever decides where a VM goes holds it
-	// from surveying the hosts until the VM is defined, moved or changed
-	// there, so that two VMs of one apply never both count on the same room
-	// (or the same host of a spread group). It serialises VM creates and
-	// updates, moves included; reads and plans do not take it.
-	placeMu sync.Mutex
+	// placer keeps the placement decisions of this configured provider:
+	// one at a time, each booked until it is carried out (see placer).
+	placer *placer
 }
 
 // providerModel is the provider block as Terraform sends it.
 type providerModel struct {
-	Hosts   types.Map    `tfsdk:"hosts"`   // of hostModel
-	Storage types.Object `tfsdk:"storage"` // storageModel
+	Hosts     types.Map    `tfsdk:"hosts"`     // of hostModel
+	Storage   types.Object `tfsdk:"storage"`   // storageModel
+	Placement types.Object `tfsdk:"placement"` // placementSettingsModel
+}
+
+type placementSettingsModel struct {
+	Strategy          types.String `tfsdk:"strategy"`
+	MigrationsPerHost types.Int64  `tfsdk:"migrations_per_host"`
 }
 
 type hostModel struct {
@@ -181,6 +182,27 @@ func (p *droverProvider) Schema(_ context.Context, _ provider.SchemaRequest, res
 					},
 				},
 			},
+			"placement": schema.SingleNestedAttribute{
+				MarkdownDescription: "How VMs are placed and moved.",
+				Optional:            true,
+				Attributes: map[string]schema.Attribute{
+					"strategy": schema.StringAttribute{
+						MarkdownDescription: "Where a new or displaced VM goes among the hosts " +
+							"that can take it: `spread` (the host with the least committed share) " +
+							"or `pack` (the fullest host that still fits, keeping others empty). " +
+							"Defaults to `spread`.",
+						Optional:   true,
+						Validators: []validator.String{stringvalidator.OneOf("spread", "pack")},
+					},
+					"migrations_per_host": schema.Int64Attribute{
+						MarkdownDescription: "How many moves a host takes part in at once, as " +
+							"source or destination; an evacuation moves this many VMs in parallel. " +
+							"From 1 to 16. Defaults to `2`.",
+						Optional:   true,
+						Validators: []validator.Int64{int64validator.Between(1, 16)},
+					},
+				},
+			},
 		},
 	}
 }
@@ -200,7 +222,7 @@ func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	data := &providerData{config: cfg, hosts: p.hosts}
+	data := &providerData{config: cfg, hosts: p.hosts, placer: newPlacer(cfg.Placement.MigrationsPerHost)}
 	if cfg.Storage != nil {
 		client, err := storage.New(cfg.Storage.Endpoint, cfg.Storage.Token)
 		if err != nil {

@@ -24,6 +24,11 @@ func TestProviderConfigValidation(t *testing.T) {
 		cfg["storage"] = s
 		return cfg
 	}
+	withPlacement := func(p obj) obj {
+		cfg := alpha(nil)
+		cfg["placement"] = p
+		return cfg
+	}
 	at := func(steps ...any) *tftypes.AttributePath {
 		p := tftypes.NewAttributePath()
 		for _, s := range steps {
@@ -57,6 +62,11 @@ func TestProviderConfigValidation(t *testing.T) {
 			"endpoint": "https://storage.lan:3261", "token": "secret", "portal": "storage.lan:3260",
 		})},
 		{name: "reserving no memory is valid", config: alpha(obj{"reserved_memory_mib": 0})},
+		{name: "pack with 4 moves per host is valid", config: withPlacement(obj{"strategy": "pack", "migrations_per_host": 4})},
+		{name: "an unknown strategy is refused", config: withPlacement(obj{"strategy": "fill"}),
+			wantPath: at("placement", "strategy"), wantText: `"fill"`},
+		{name: "no moves per host is refused", config: withPlacement(obj{"migrations_per_host": 0}),
+			wantPath: at("placement", "migrations_per_host"), wantText: "between 1 and 16"},
 
 		{name: "an empty hosts map is refused", config: hosts(obj{}),
 			wantPath: at("hosts"), wantText: "got: 0"},

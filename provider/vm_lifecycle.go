@@ -57,22 +57,35 @@ func (r *vmResource) create(ctx context.Context, spec vmSpec) (hypervisor.Locati
 	if (len(spec.VM.Disks) > 0 || spec.Seed != nil) && r.storage == nil {
 		return loc, errNoStorage
 	}
-	// Invariant: one VM, one host. A VM of this name anywhere is a
-	// conflict, not something to adopt silently.
-	locs, err := r.hosts.Locate(ctx, r.hostURIs(), spec.VM.Name)
+	// Invariant: one VM, one host. A VM of this name anywhere, or being
+	// made by this apply, is a conflict, not something to adopt silently.
+	var host hostView
+	done, err := r.placer.decide(func(booked map[string]booking) (*booking, error) {
+		if _, ok := booked[spec.VM.Name]; ok {
+			return nil, fmt.Errorf("another VM named %s is being created or changed by this apply: VM names are unique", spec.VM.Name)
+		}
+		locs, err := r.hosts.Locate(ctx, r.hostURIs(), spec.VM.Name)
+		if err != nil {
+			return nil, err
+		}
+		if len(locs) > 0 {
+			return nil, fmt.Errorf("a VM named %s is already defined on %s: import it (terraform import) or choose another name",
+				spec.VM.Name, locs[0].Host)
+		}
+		view := surveyHosts(ctx, r.cfg, r.hosts)
+		view.Booked = booked
+		name, err := chooseHost(view, spec.VM, r.cfg.Placement.Strategy)
+		if err != nil {
+			return nil, err
+		}
+		host, _ = view.host(name)
+		return &booking{VM: placementVM(spec.VM), Host: name}, nil
+	})
 	if err != nil {
 		return loc, err
 	}
-	if len(locs) > 0 {
-		return loc, fmt.Errorf("a VM named %s is already defined on %s: import it (terraform import) or choose another name",
-			spec.VM.Name, locs[0].Host)
-	}
-	view := surveyHosts(ctx, r.cfg, r.hosts)
-	hostName, err := chooseHost(view, spec.VM)
-	if err != nil {
-		return loc, err
-	}
-	host, _ := view.host(hostName)
+	defer done()
+	hostName := host.Config.Name
 	tflog.Info(ctx, "placing VM", map[string]any{"vm": spec.VM.Name, "host": hostName})
 
 	if err := r.resolve(ctx, &spec, host, true); err != nil {
@@ -275,10 +288,18 @@ func (r *vmResource) update(ctx context.Context, had, want vmSpec, planned strin
 	if err != nil {
 		return loc, err
 	}
-	if moved, err := r.relocate(ctx, loc, cur, want.VM, planned); err != nil {
+	// Where the VM belongs is decided again, under the placement lock; it
+	// moves there first, so that a VM outgrowing its host moves before it
+	// grows, and the changes are made on the destination.
+	dst, why, done, err := r.decideMove(ctx, loc, want.VM, planned)
+	if err != nil {
 		return loc, err
-	} else if moved.Host != loc.Host {
-		loc = moved
+	}
+	defer done()
+	if dst.Config.Name != "" {
+		if loc, err = r.move(ctx, loc, cur, dst, why); err != nil {
+			return loc, err
+		}
 		if cur, dom, err = r.hosts.ReadVM(ctx, loc.URI, loc.Domain.UUID); err != nil {
 			return loc, err
 		}

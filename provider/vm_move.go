@@ -33,7 +33,10 @@ func planPlacement(view clusterView, vm hypervisor.VM, opts placement.Options) (
 	c := view.placementCluster("")
 	found := false
 	for i := range c.VMs {
-		c.VMs[i].Fixed = false
+		// Any VM may move, but not one whose decision is under way.
+		if _, booked := view.Booked[c.VMs[i].Name]; !booked {
+			c.VMs[i].Fixed = false
+		}
 		if c.VMs[i].Name != vm.Name {
 			continue
 		}
@@ -63,6 +66,9 @@ func (c clusterView) checkDefinedOnce() error {
 		for _, d := range h.Facts.Domains {
 			if _, ours := h.VMs[d.Name]; !ours {
 				continue
+			}
+			if _, booked := c.Booked[d.Name]; booked {
+				continue // a VM in flight is on both hosts until the switch-over
 			}
 			if where[d.UUID] == nil {
 				uuids = append(uuids, d.UUID)
@@ -148,8 +154,9 @@ const moveProgressEvery = 5 * time.Second
 
 // move moves the VM cur from loc to the host dst: it makes sure dst has the
 // VM's networks, Drover's CHAP secret and access to every volume of the VM,
-// then migrates it live when it runs, else moves its definition. A failed
-// migration leaves the VM where it was. It returns where the VM is after.
+// waits for a move slot on both hosts, then migrates it live when it runs,
+// else moves its definition. A failed migration leaves the VM where it was,
+// and the error says where it is now. It returns where the VM is after.
 func (r *vmResource) move(ctx context.Context, loc hypervisor.Location, cur hypervisor.VM, dst hostView, why placement.Reason) (hypervisor.Location, error) {
 	fail := func(err error) (hypervisor.Location, error) {
 		return loc, fmt.Errorf("move VM %s from %s to %s (%s): %w", cur.Name, loc.Host, dst.Config.Name, why, err)
@@ -165,26 +172,21 @@ func (r *vmResource) move(ctx context.Context, loc hypervisor.Location, cur hype
 		return fail(err)
 	}
 	fields := map[string]any{"vm": cur.Name, "from": loc.Host, "to": dst.Config.Name, "reason": string(why)}
-	tflog.Info(ctx, "moving VM", fields)
-	start := time.Now()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		tick := time.NewTicker(moveProgressEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				tflog.Info(ctx, "still moving VM", map[string]any{"vm": cur.Name, "to": dst.Config.Name,
-					"elapsed": time.Since(start).Round(time.Second).String()})
-			}
-		}
-	}()
-	live, err := r.hosts.Move(ctx, cur.UUID, loc.URI, dst.Config.URI, hypervisor.MigrateOptions{Initiator: initiator})
+	tflog.Debug(ctx, "waiting for a move slot", fields)
+	release, err := r.placer.moveSlots(ctx, loc.Host, dst.Config.Name)
 	if err != nil {
 		return fail(err)
+	}
+	defer release()
+	tflog.Info(ctx, "moving VM", fields)
+	start := time.Now()
+	opts := hypervisor.MigrateOptions{Initiator: initiator, ProgressEvery: moveProgressEvery,
+		Progress: func(p hypervisor.MigrationProgress) {
+			tflog.Info(ctx, "still moving VM", progressFields(cur.Name, dst.Config.Name, p))
+		}}
+	live, err := r.hosts.Move(ctx, cur.UUID, loc.URI, dst.Config.URI, opts)
+	if err != nil {
+		return fail(fmt.Errorf("%w. %s", err, r.whereAfterFailedMove(ctx, cur, loc)))
 	}
 	tflog.Info(ctx, "moved VM", map[string]any{"vm": cur.Name, "from": loc.Host, "to": dst.Config.Name,
 		"live": live, "duration": time.Since(start).Round(time.Millisecond).String()})
@@ -196,6 +198,32 @@ func (r *vmResource) move(ctx context.Context, loc hypervisor.Location, cur hype
 		return loc, fmt.Errorf("after moving VM %s to %s: it is not there (found: %v, on %q)", cur.Name, dst.Config.Name, found, now.Host)
 	}
 	return now, nil
+}
+
+// progressFields are the log fields of a move's progress.
+func progressFields(vm, to string, p hypervisor.MigrationProgress) map[string]any {
+	f := map[string]any{"vm": vm, "to": to, "elapsed": p.Elapsed.Round(time.Second).String()}
+	if p.Total > 0 {
+		f["sent_mib"] = p.Processed >> 20
+		f["remaining_mib"] = p.Remaining >> 20
+		f["percent"] = min(100, p.Processed*100/p.Total)
+	}
+	return f
+}
+
+// whereAfterFailedMove says where the VM is after a failed move, as its
+// source tells: the destination may be the host that failed.
+func (r *vmResource) whereAfterFailedMove(ctx context.Context, vm hypervisor.VM, loc hypervisor.Location) string {
+	d, found, err := r.hosts.Domain(ctx, loc.URI, vm.UUID)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("Its source %s could not be asked where it is now (%v); refresh before acting", loc.Host, err)
+	case !found:
+		return fmt.Sprintf("It is no longer defined on its source %s; refresh to find it", loc.Host)
+	case d.State.Active():
+		return fmt.Sprintf("It is still running on %s; nothing was moved. Apply again once the cause is fixed", loc.Host)
+	}
+	return fmt.Sprintf("It is still on %s (%s); nothing was moved. Apply again once the cause is fixed", loc.Host, d.State)
 }
 
 // letIn gives the host at uri, whose initiator is initiator, what it needs
@@ -226,39 +254,36 @@ func (r *vmResource) letIn(ctx context.Context, vm hypervisor.VM, uri, initiator
 	return nil
 }
 
-// relocate re-checks, at apply time and against the cluster as it is now,
-// where the VM (with its planned settings want) belongs, and moves it there
-// first when it must move. planned is the host the plan showed: known when
-// the VM stays or is pinned, "" when placement chooses at apply time. The
-// caller holds the provider's placement lock.
-func (r *vmResource) relocate(ctx context.Context, loc hypervisor.Location, cur hypervisor.VM, want hypervisor.VM, planned string) (hypervisor.Location, error) {
-	view := surveyHosts(ctx, r.cfg, r.hosts)
-	mp, err := planPlacement(view, want, r.placementOptions())
-	if err != nil {
-		return loc, fmt.Errorf("place VM %s: %s%s", want.Name, placementErrorFor(err, want.Name), view.unreachableNote())
-	}
-	if !mp.Found || !mp.Moves() {
-		return loc, nil
-	}
-	if planned != "" && planned != mp.Host {
-		return loc, fmt.Errorf("VM %s was planned on %s, but the cluster changed since the plan: it now has to move "+
-			"from %s to %s (%s). Nothing was moved; plan and apply again", want.Name, planned, loc.Host, mp.Host, mp.Reason)
-	}
-	dst, _ := view.host(mp.Host)
-	return r.move(ctx, loc, cur, dst, mp.Reason)
+// decideMove re-checks, at apply time and against the cluster as it is now
+// (decisions under way included), where the VM (with its planned settings
+// want) belongs, and books it there. planned is the host the plan showed:
+// known when the VM stays or is pinned, "" when placement chooses at apply
+// time. dst is the host to move to, or a zero hostView when the VM stays;
+// done ends the booking.
+func (r *vmResource) decideMove(ctx context.Context, loc hypervisor.Location, want hypervisor.VM, planned string) (dst hostView, why placement.Reason, done func(), err error) {
+	done, err = r.placer.decide(func(booked map[string]booking) (*booking, error) {
+		view := surveyHosts(ctx, r.cfg, r.hosts)
+		view.Booked = booked
+		mp, err := planPlacement(view, want, r.placementOptions())
+		if err != nil {
+			return nil, fmt.Errorf("place VM %s: %s%s", want.Name, placementErrorFor(err, want.Name), view.unreachableNote())
+		}
+		stay := &booking{VM: placementVM(want), Host: loc.Host}
+		if !mp.Found || !mp.Moves() {
+			return stay, nil
+		}
+		if planned != "" && planned != mp.Host {
+			return nil, fmt.Errorf("VM %s was planned on %s, but the cluster changed since the plan: it now has to move "+
+				"from %s to %s (%s). Nothing was moved; plan and apply again", want.Name, planned, loc.Host, mp.Host, mp.Reason)
+		}
+		dst, _ = view.host(mp.Host)
+		why = mp.Reason
+		return &booking{VM: placementVM(want), Host: mp.Host, From: loc.Host}, nil
+	})
+	return dst, why, done, err
 }
 
 // placementOptions are the options of every placement decision.
 func (r *vmResource) placementOptions() placement.Options {
-	return placement.Options{Strategy: placement.Spread}
-}
-
-// lockPlacement takes the provider-wide placement lock and returns its
-// unlock.
-func (r *vmResource) lockPlacement() func() {
-	if r.placeMu == nil {
-		return func() {}
-	}
-	r.placeMu.Lock()
-	return r.placeMu.Unlock
+	return placement.Options{Strategy: r.cfg.Placement.Strategy}
 }

@@ -143,7 +143,7 @@ func (r *vmResource) planNew(ctx context.Context, plan *vmModel, want vmSpec) di
 			fmt.Sprintf("VM %s: %s.", want.VM.Name, err))
 		return diags
 	}
-	if _, err := chooseHost(view, want.VM); err != nil {
+	if _, err := chooseHost(view, want.VM, r.cfg.Placement.Strategy); err != nil {
 		diags.AddError("Unable to place VM", fmt.Sprintf("VM %s: %s.", want.VM.Name, placementError(err)))
 		return diags
 	}

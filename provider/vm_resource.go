@@ -7,7 +7,6 @@ import (
 	"io"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -42,6 +41,7 @@ type vmHosts interface {
 	Host(ctx context.Context, uri string) (hypervisor.Host, error)
 	Locate(ctx context.Context, hosts map[string]string, vm string) ([]hypervisor.Location, error)
 	ReadVM(ctx context.Context, uri, vm string) (hypervisor.VM, hypervisor.Domain, error)
+	Domain(ctx context.Context, uri, vm string) (hypervisor.Domain, bool, error)
 	DefineVM(ctx context.Context, uri string, vm hypervisor.VM) (hypervisor.Domain, error)
 	CreateVM(ctx context.Context, uri string, vm hypervisor.VM) (hypervisor.Domain, error)
 	Start(ctx context.Context, uri, vm string) (hypervisor.Domain, error)
@@ -96,7 +96,7 @@ type vmResource struct {
 	hosts   vmHosts
 	storage vmStorage // nil when the provider block has no storage
 	access  volumeAccess
-	placeMu *sync.Mutex // the provider's placement lock (providerData.placeMu)
+	placer  *placer // the provider's placement decisions (providerData.placer)
 }
 
 type vmModel struct {
@@ -314,7 +314,7 @@ func (r *vmResource) Configure(_ context.Context, req resource.ConfigureRequest,
 			fmt.Sprintf("The provider's hypervisor %T cannot run VMs: this is a bug in the provider.", data.hosts))
 		return
 	}
-	r.cfg, r.hosts, r.access, r.placeMu = data.config, hosts, data.config.volumeAccess(), &data.placeMu
+	r.cfg, r.hosts, r.access, r.placer = data.config, hosts, data.config.volumeAccess(), data.placer
 	if data.storage != nil {
 		r.storage = data.storage
 	}
@@ -345,9 +345,7 @@ func (r *vmResource) Create(ctx context.Context, req resource.CreateRequest, res
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	unlock := r.lockPlacement()
 	loc, err := r.create(ctx, spec)
-	unlock()
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to create VM", err.Error())
 		return
@@ -385,6 +383,17 @@ func (r *vmResource) Read(ctx context.Context, req resource.ReadRequest, resp *r
 		return
 	}
 	if !found {
+		if was := prior.Host.ValueString(); was != "" {
+			if _, configured := r.hostConfig(was); !configured {
+				// Drover cannot look there: the VM may well run on.
+				resp.Diagnostics.AddAttributeError(path.Root("host"), "VM is on a host that is no longer configured",
+					fmt.Sprintf("VM %s was on host %s, which is not in the provider block any more, and it is on no "+
+						"configured host. Drover cannot see it, and will not assume it is gone. Put host %s back in the "+
+						"provider block with maintenance = true and apply, so that its VMs move to other hosts; "+
+						"then remove it.", prior.Name.ValueString(), was, was))
+				return
+			}
+		}
 		resp.State.RemoveResource(ctx)
 		return
 	}
@@ -435,11 +444,12 @@ func (r *vmResource) Update(ctx context.Context, req resource.UpdateRequest, res
 	if known(plan.Host) {
 		planned = plan.Host.ValueString()
 	}
-	unlock := r.lockPlacement()
 	loc, err := r.update(ctx, had, want, planned, shutdownGrace(timeout))
-	unlock()
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to update VM", err.Error())
+		// The plan's values (a move's destination, say) did not come
+		// true: keep the prior state; the next refresh reads the truth.
+		resp.State.Raw = req.State.Raw.Copy()
 		return
 	}
 	state, diags := r.readFrom(ctx, loc, plan)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/internal/cloudinit"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/placement"
 )
 
 func testVMModel() vmModel {
@@ -201,19 +202,19 @@ func TestChooseHostPinsAndSpreads(t *testing.T) {
 	view := clusterView{Hosts: []hostView{host("alpha", "web1"), host("beta")}}
 	vm := hypervisor.VM{Name: "web2", MemoryMiB: 512, VCPUs: 1}
 
-	if got, err := chooseHost(view, vm); err != nil || got != "beta" {
+	if got, err := chooseHost(view, vm, placement.Spread); err != nil || got != "beta" {
 		t.Errorf("unpinned: got %q, %v; want beta, the emptier host", got, err)
 	}
 	vm.Placement.Host = "alpha"
-	if got, err := chooseHost(view, vm); err != nil || got != "alpha" {
+	if got, err := chooseHost(view, vm, placement.Spread); err != nil || got != "alpha" {
 		t.Errorf("pinned to alpha: got %q, %v; want alpha", got, err)
 	}
 	vm.Placement = hypervisor.Placement{Host: "alpha", SpreadGroup: "web"}
-	if _, err := chooseHost(view, vm); err == nil {
+	if _, err := chooseHost(view, vm, placement.Spread); err == nil {
 		t.Error("pinned next to a VM of its spread group: got no error")
 	}
 	vm.Placement = hypervisor.Placement{Host: "gamma"}
-	if _, err := chooseHost(view, vm); err == nil || !strings.Contains(err.Error(), "the hosts are alpha, beta") {
+	if _, err := chooseHost(view, vm, placement.Spread); err == nil || !strings.Contains(err.Error(), "the hosts are alpha, beta") {
 		t.Errorf("pinned to an unknown host: got %v, want the hosts named", err)
 	}
 }

@@ -407,8 +407,12 @@ func (r *volumeResource) Read(ctx context.Context, req resource.ReadRequest, res
 		return
 	}
 	// A host added to the provider since the volume was made must be able
-	// to reach it without any change to the volume's configuration.
-	if v, err = reconcileAccess(ctx, r.data.storage, v, r.data.config.volumeAccess()); err != nil {
+	// to reach it without any change to the volume's configuration. A
+	// refresh never takes access away: a host gone from the provider block
+	// may still run a VM on this volume (see drover_vm's Read).
+	access := r.data.config.volumeAccess()
+	access.Initiators = slices.Sorted(slices.Values(unique(append(slices.Clone(v.Initiators), access.Initiators...))))
+	if v, err = reconcileAccess(ctx, r.data.storage, v, access); err != nil {
 		resp.Diagnostics.AddError("Unable to update volume access", err.Error())
 		return
 	}
@@ -717,6 +721,19 @@ func reconcileAccess(ctx context.Context, c *storage.Client, v storage.Volume, w
 		return v, fmt.Errorf("give volume %q access for %s: %w", v.Name, strings.Join(want.Initiators, ", "), err)
 	}
 	return out, nil
+}
+
+// unique returns s without repeated elements, in first-seen order.
+func unique(s []string) []string {
+	seen := map[string]bool{}
+	out := s[:0]
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // inUseDetail explains a refused delete: which hosts are logged in to the

@@ -16,6 +16,11 @@ provider "drover" {
     token    = var.storage_token          # or the environment variable DROVER_STORAGE_TOKEN
     portal   = "storage.lan:3260"         # iSCSI portal as the hosts reach it
   }
+
+  placement = {
+    strategy            = "spread" # or "pack": fill hosts before using empty ones
+    migrations_per_host = 2        # moves a host takes part in at once
+  }
 }
 
 variable "storage_token" {

@@ -10,7 +10,7 @@ import (
 // Remove stops the domain named by name or UUID on the host at uri, if it
 // runs, and undefines it. A domain that is not there is not an error.
 func (p *Pool) Remove(ctx context.Context, uri, vm string) error {
-	err := p.do(ctx, uri, func(lv *libvirt.Connect) error {
+	err := p.read(ctx, uri, func(lv *libvirt.Connect) error {
 		dom, err := lookup(lv, vm)
 		if isNoDomain(err) {
 			return nil
@@ -39,7 +39,7 @@ func (p *Pool) Domain(ctx context.Context, uri, vm string) (Domain, bool, error)
 		out   Domain
 		found bool
 	)
-	err := p.do(ctx, uri, func(lv *libvirt.Connect) error {
+	err := p.read(ctx, uri, func(lv *libvirt.Connect) error {
 		dom, err := lookup(lv, vm)
 		if isNoDomain(err) {
 			return nil

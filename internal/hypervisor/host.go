@@ -76,7 +76,7 @@ func stateOf(s libvirt.DomainState) State {
 // Host reads the facts of the host at uri.
 func (p *Pool) Host(ctx context.Context, uri string) (Host, error) {
 	var h Host
-	err := p.do(ctx, uri, func(lv *libvirt.Connect) error {
+	err := p.read(ctx, uri, func(lv *libvirt.Connect) error {
 		var err error
 		h, err = readHost(lv)
 		return err

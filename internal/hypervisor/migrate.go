@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -16,6 +17,19 @@ type MigrateOptions struct {
 	// in the running domain and in the definition kept there; the source's
 	// IQN is never used on the destination.
 	Initiator string
+	// Progress, when set, is called every ProgressEvery (default 5 s)
+	// while a live migration runs, with what libvirt reports of it.
+	Progress      func(MigrationProgress)
+	ProgressEvery time.Duration
+}
+
+// MigrationProgress is how far a live migration has come, as libvirt's job
+// information tells it. Byte counts are 0 when libvirt does not know them.
+type MigrationProgress struct {
+	Elapsed   time.Duration
+	Processed uint64 // bytes sent so far
+	Remaining uint64 // bytes still to send (memory dirtied again counts anew)
+	Total     uint64 // Processed + Remaining, as libvirt estimates it
 }
 
 // Migrate moves the running domain named by name or UUID from the host at
@@ -52,7 +66,7 @@ func (p *Pool) Migrate(ctx context.Context, vm, from, to string, opts MigrateOpt
 			return err
 		}
 		return p.do(ctx, to, func(dst *libvirt.Connect) error {
-			return migrate(ctx, dom, dst, params)
+			return migrate(ctx, dom, dst, params, opts)
 		})
 	})
 	if err != nil {
@@ -113,8 +127,9 @@ func withInitiator(domainXML, iqn string) (string, error) {
 
 // migrate runs the blocking migration call and aborts the migration job when
 // ctx ends first, then waits for the call to give up.
-func migrate(ctx context.Context, dom *libvirt.Domain, dst *libvirt.Connect, params *libvirt.DomainMigrateParameters) error {
+func migrate(ctx context.Context, dom *libvirt.Domain, dst *libvirt.Connect, params *libvirt.DomainMigrateParameters, opts MigrateOptions) error {
 	const flags = libvirt.MIGRATE_LIVE | libvirt.MIGRATE_PERSIST_DEST | libvirt.MIGRATE_UNDEFINE_SOURCE
+	start := time.Now()
 	done := make(chan error, 1)
 	go func() {
 		moved, err := dom.Migrate3(dst, params, flags)
@@ -123,19 +138,51 @@ func migrate(ctx context.Context, dom *libvirt.Domain, dst *libvirt.Connect, par
 		}
 		done <- err
 	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("%s", errorMessage(err))
-		}
-		return nil
-	case <-ctx.Done():
-		_ = dom.AbortJob()
-		if err := <-done; err == nil {
-			return nil // it finished before the abort reached it
-		}
-		return fmt.Errorf("aborted: %w", context.Cause(ctx))
+	every := opts.ProgressEvery
+	if every <= 0 {
+		every = 5 * time.Second
 	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("%s", errorMessage(err))
+			}
+			return nil
+		case <-tick.C:
+			if opts.Progress != nil {
+				opts.Progress(jobProgress(dom, time.Since(start)))
+			}
+		case <-ctx.Done():
+			_ = dom.AbortJob()
+			if err := <-done; err == nil {
+				return nil // it finished before the abort reached it
+			}
+			return fmt.Errorf("aborted: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// jobProgress reads the progress of dom's running job; the byte counts stay
+// 0 when libvirt cannot tell.
+func jobProgress(dom *libvirt.Domain, elapsed time.Duration) MigrationProgress {
+	pr := MigrationProgress{Elapsed: elapsed}
+	ji, err := dom.GetJobInfo()
+	if err != nil {
+		return pr
+	}
+	if ji.DataProcessedSet {
+		pr.Processed = ji.DataProcessed
+	}
+	if ji.DataRemainingSet {
+		pr.Remaining = ji.DataRemaining
+	}
+	if ji.DataTotalSet {
+		pr.Total = ji.DataTotal
+	}
+	return pr
 }
 
 // ColdMove moves the stopped VM named by name or UUID from the host at URI

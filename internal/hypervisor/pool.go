@@ -105,7 +105,7 @@ func (p *Pool) do(ctx context.Context, uri string, fn func(*libvirt.Connect) err
 	go func() {
 		err := fn(c.lv)
 		if err != nil {
-			if alive, aerr := c.lv.IsAlive(); aerr != nil || !alive {
+			if alive, aerr := c.lv.IsAlive(); aerr != nil || !alive || connectionLost(err) {
 				p.evict(c)
 			}
 		}
@@ -119,6 +119,25 @@ func (p *Pool) do(ctx context.Context, uri string, fn func(*libvirt.Connect) err
 		p.evict(c)
 		return fmt.Errorf("%s: no answer: %w", uri, context.Cause(ctx))
 	}
+}
+
+// read is do for an fn that only reads. A connection whose host's libvirtd
+// went away since its last use looks alive until it is used (nothing runs
+// libvirt's event loop to notice sooner) and then fails: read drops it and
+// runs fn once more on a new connection.
+func (p *Pool) read(ctx context.Context, uri string, fn func(*libvirt.Connect) error) error {
+	err := p.do(ctx, uri, fn)
+	if err != nil && connectionLost(err) && ctx.Err() == nil {
+		return p.do(ctx, uri, fn)
+	}
+	return err
+}
+
+// connectionLost tells whether err is libvirt's client library saying the
+// connection broke (as opposed to the host answering with an error).
+func connectionLost(err error) bool {
+	var lv libvirt.Error
+	return errors.As(err, &lv) && lv.Domain == libvirt.FROM_RPC
 }
 
 // acquire returns a live connection to uri with one more user.

@@ -511,6 +511,9 @@ func (p *Pool) onDomain(ctx context.Context, uri, vm string, fn func(*libvirt.Do
 		if isNoDomain(err) {
 			return ErrNotDefined
 		}
+		if connectionLost(err) {
+			return err // do drops the connection
+		}
 		if err != nil {
 			return errors.New(errorMessage(err))
 		}

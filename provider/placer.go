@@ -1,0 +1,112 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/drover/terraform-provider-drover/internal/placement"
+)
+
+// placer is the provider-wide keeper of placement decisions, shared by every
+// resource of one configured provider.
+//
+// A decision (survey the hosts, plan, choose) is made under one lock, so that
+// two VMs of one apply never both count on the same room or the same host of
+// a spread group. The decision is then booked and the lock released: the work
+// (defining, migrating, growing) runs in parallel with other VMs' decisions
+// and work, and every decision made meanwhile sees the bookings as if they
+// were done (see clusterView.placementCluster). A VM in flight counts on both
+// its source and its destination until its booking ends, so that a failed
+// migration, which leaves the VM where it was, never overcommits the source.
+//
+// Moves are bounded per host: a host takes part in at most perHost moves at
+// once, as source or destination.
+type placer struct {
+	mu     sync.Mutex
+	booked map[string]booking // by VM name; guarded by mu
+
+	perHost int
+	slotsMu sync.Mutex
+	slots   map[string]chan struct{} // by host name, perHost capacity; guarded by slotsMu
+}
+
+// booking is a decision being carried out: VM will be on Host; until the
+// booking ends it still weighs on From too (a move's source, or "").
+type booking struct {
+	VM   placement.VM
+	Host string
+	From string
+}
+
+func newPlacer(perHost int) *placer {
+	return &placer{booked: map[string]booking{}, perHost: max(perHost, 1), slots: map[string]chan struct{}{}}
+}
+
+// decide runs fn under the decision lock with the bookings of the decisions
+// under way; fn surveys and decides and returns what it books (nil for
+// nothing). The returned done ends the booking; the caller calls it once the
+// decision is carried out or has failed.
+func (p *placer) decide(fn func(booked map[string]booking) (*booking, error)) (done func(), err error) {
+	if p == nil { // not configured: nothing to share decisions with
+		_, err := fn(nil)
+		return func() {}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, err := fn(maps.Clone(p.booked))
+	if err != nil || b == nil {
+		return func() {}, err
+	}
+	name := b.VM.Name
+	p.booked[name] = *b
+	return sync.OnceFunc(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(p.booked, name)
+	}), nil
+}
+
+// moveSlots waits until each of the hosts has a free move slot, takes one on
+// each, and returns their release. Slots are taken in host name order, so
+// that two moves in opposite directions cannot each hold what the other
+// waits for. ctx bounds the wait.
+func (p *placer) moveSlots(ctx context.Context, hosts ...string) (release func(), err error) {
+	if p == nil {
+		return func() {}, nil
+	}
+	hosts = slices.Clone(hosts)
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	var taken []chan struct{}
+	release = func() {
+		for _, s := range taken {
+			<-s
+		}
+	}
+	for _, h := range hosts {
+		s := p.hostSlots(h)
+		select {
+		case s <- struct{}{}:
+			taken = append(taken, s)
+		case <-ctx.Done():
+			release()
+			return func() {}, fmt.Errorf("waiting for a free move slot on host %s (at most %d moves at once per host): %w",
+				h, p.perHost, context.Cause(ctx))
+		}
+	}
+	return sync.OnceFunc(release), nil
+}
+
+func (p *placer) hostSlots(host string) chan struct{} {
+	p.slotsMu.Lock()
+	defer p.slotsMu.Unlock()
+	s, ok := p.slots[host]
+	if !ok {
+		s = make(chan struct{}, p.perHost)
+		p.slots[host] = s
+	}
+	return s
+}
