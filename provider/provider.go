@@ -237,9 +237,9 @@ func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRe
 }
 
 func (p *droverProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewVolumeResource, NewVMResource}
+	return []func() resource.Resource{NewVolumeResource, NewVMResource, NewBackupResource}
 }
 
 func (p *droverProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewHostsDataSource, NewVolumeDataSource}
+	return []func() datasource.DataSource{NewHostsDataSource, NewVolumeDataSource, NewBackupsDataSource}
 }

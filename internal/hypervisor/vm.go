@@ -285,6 +285,12 @@ func (vm VM) domain() (*libvirtxml.Domain, error) {
 		Devices: &libvirtxml.DomainDeviceList{
 			// The balloon is what lets memory grow live up to the maximum.
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "virtio"},
+			// The guest agent's channel: a guest running qemu-guest-agent
+			// can freeze its filesystems for a backup (see Quiesce).
+			Channels: []libvirtxml.DomainChannel{{
+				Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}},
+				Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: "org.qemu.guest_agent.0"}},
+			}},
 		},
 	}
 	meta, err := vm.metadata().marshal()

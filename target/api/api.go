@@ -52,6 +52,29 @@ type Exporter interface {
 	Sessions() []Session
 }
 
+// Holder is implemented by exporters that can hold writes to volumes, so
+// that a snapshot set is cut at one instant. An exporter without it (a test
+// fake, an engine that cannot) gets sets cut without a hold.
+type Holder interface {
+	// HoldWrites stops the commands that change data on the named volumes,
+	// waits for those running to finish (giving up with an error at limit),
+	// and returns with the volumes quiet. The hold ends by itself at limit.
+	HoldWrites(ctx context.Context, volumes []string, limit time.Duration) (WriteHold, error)
+}
+
+// WriteHold is writes held by a Holder.
+type WriteHold interface {
+	// Expired is closed when the hold ends at its time limit.
+	Expired() <-chan struct{}
+	// Release lets the held writes go on; it reports an error if the hold
+	// had already ended at its limit.
+	Release() error
+}
+
+// DefaultMaxHold bounds how long writes are held for a snapshot set,
+// draining included: no initiator waits longer.
+const DefaultMaxHold = 10 * time.Second
+
 // Config configures an API.
 type Config struct {
 	Store     *store.Store
@@ -60,6 +83,9 @@ type Config struct {
 	IQNPrefix string // default DefaultIQNPrefix
 	Logger    *slog.Logger
 	Metrics   http.Handler // served at GET /metrics (behind the token); nil: 404
+	// MaxHold bounds the write hold of a snapshot set; default
+	// DefaultMaxHold.
+	MaxHold time.Duration
 }
 
 // API is the management API's http.Handler.
@@ -68,6 +94,7 @@ type API struct {
 	exporter  Exporter
 	tokenHash [sha256.Size]byte
 	iqnPrefix string
+	maxHold   time.Duration
 	log       *slog.Logger
 	mux       *http.ServeMux
 }
@@ -85,6 +112,12 @@ func New(cfg Config) (*API, error) {
 	if cfg.IQNPrefix == "" {
 		cfg.IQNPrefix = DefaultIQNPrefix
 	}
+	if cfg.MaxHold < 0 {
+		return nil, fmt.Errorf("api: max hold %s: give a positive duration, or 0 for the default %s", cfg.MaxHold, DefaultMaxHold)
+	}
+	if cfg.MaxHold == 0 {
+		cfg.MaxHold = DefaultMaxHold
+	}
 	if err := CheckIQNPrefix(cfg.IQNPrefix); err != nil {
 		return nil, err
 	}
@@ -93,6 +126,7 @@ func New(cfg Config) (*API, error) {
 		exporter:  cfg.Exporter,
 		tokenHash: sha256.Sum256([]byte(cfg.Token)),
 		iqnPrefix: cfg.IQNPrefix,
+		maxHold:   cfg.MaxHold,
 		log:       cfg.Logger,
 		mux:       http.NewServeMux(),
 	}
@@ -140,6 +174,13 @@ func (a *API) routes(metrics http.Handler) {
 		{"GET", "/v1/snapshots/{id}", a.getSnapshot},
 		{"DELETE", "/v1/snapshots/{id}", a.deleteSnapshot},
 		{"GET", "/v1/snapshots/{id}/data", a.snapshotData},
+		{"GET", "/v1/snapshots/{id}/extents", a.snapshotExtents},
+		{"GET", "/v1/snapshot-sets", a.listSnapshotSets},
+		{"POST", "/v1/snapshot-sets", a.createSnapshotSet},
+		{"GET", "/v1/snapshot-sets/{id}", a.getSnapshotSet},
+		{"PATCH", "/v1/snapshot-sets/{id}", a.updateSnapshotSet},
+		{"DELETE", "/v1/snapshot-sets/{id}", a.deleteSnapshotSet},
+		{"GET", "/v1/snapshot-sets/{id}/attachments/{name}", a.snapshotSetAttachment},
 		{"GET", "/v1/sessions", a.sessions},
 	}
 	if metrics != nil {
@@ -234,7 +275,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, store.ErrNotFound):
 		status = http.StatusNotFound
-	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrShrink), errors.Is(err, store.ErrNoSpace):
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrShrink), errors.Is(err, store.ErrNoSpace), errors.Is(err, store.ErrConflict):
 		status = http.StatusConflict
 	case errors.Is(err, store.ErrTooLarge):
 		status = http.StatusRequestEntityTooLarge
@@ -249,8 +290,14 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, status, err.Error())
 }
 
-// readJSON checks the content type and decodes a bounded body with decode.
+// readJSON checks the content type and decodes a body of at most
+// maxJSONBody bytes with decode.
 func readJSON[T any](w http.ResponseWriter, r *http.Request, decode func(*http.Request) (T, error)) (T, error) {
+	return readJSONUpTo(w, r, maxJSONBody, decode)
+}
+
+// readJSONUpTo is readJSON with another bound.
+func readJSONUpTo[T any](w http.ResponseWriter, r *http.Request, limit int64, decode func(*http.Request) (T, error)) (T, error) {
 	var zero T
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -260,7 +307,7 @@ func readJSON[T any](w http.ResponseWriter, r *http.Request, decode func(*http.R
 	} else {
 		return zero, badf(http.StatusUnsupportedMediaType, "Content-Type is missing: send Content-Type: application/json")
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	return decode(r)
 }
 
@@ -314,7 +361,29 @@ func (a *API) volumeJSON(v store.Volume) Volume {
 }
 
 func snapshotJSON(s store.Snapshot) Snapshot {
-	return Snapshot{ID: s.ID, Volume: s.Volume, SizeMiB: s.SizeMiB, Method: s.Method, CreatedAt: s.CreatedAt}
+	return Snapshot{ID: s.ID, Volume: s.Volume, SizeMiB: s.SizeMiB, Method: s.Method, CreatedAt: s.CreatedAt, Set: s.Set}
+}
+
+func snapshotSetJSON(s store.SnapshotSet) SnapshotSet {
+	out := SnapshotSet{
+		ID:          s.ID,
+		CreatedAt:   s.CreatedAt,
+		Labels:      s.Labels,
+		Attachments: s.Attachments,
+		Snapshots:   make([]Snapshot, 0, len(s.Snapshots)),
+		Method:      s.Method,
+		HoldMS:      (s.Hold + time.Millisecond - 1).Milliseconds(), // a hold shows as at least 1
+	}
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	if out.Attachments == nil {
+		out.Attachments = []string{}
+	}
+	for _, sn := range s.Snapshots {
+		out.Snapshots = append(out.Snapshots, snapshotJSON(sn))
+	}
+	return out
 }
 
 // sessionsOf returns the sessions on one volume.

@@ -130,6 +130,8 @@ func TestHealthNeedsNoTokenButEverythingElseDoes(t *testing.T) {
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"keep","size_mib":1}`, http.StatusCreated, nil)
 	var snap api.Snapshot
 	doJSON(t, srv, "POST", "/v1/volumes/keep/snapshots", "", http.StatusCreated, &snap)
+	var set api.SnapshotSet
+	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["keep"],"labels":{"vm":"keep"},"attachments":{"domain.xml":"<domain/>"}}`, http.StatusCreated, &set)
 	before := snapshotState(t, srv)
 
 	if rec := do(t, srv, "GET", "/v1/health", "", nil, ""); rec.Code != http.StatusOK {
@@ -148,6 +150,14 @@ func TestHealthNeedsNoTokenButEverythingElseDoes(t *testing.T) {
 		{"GET", "/v1/snapshots/" + snap.ID, ""},
 		{"DELETE", "/v1/snapshots/" + snap.ID, ""},
 		{"GET", "/v1/snapshots/" + snap.ID + "/data", ""},
+		{"GET", "/v1/snapshots/" + snap.ID + "/extents", ""},
+		{"GET", "/v1/snapshot-sets", ""},
+		{"GET", "/v1/snapshot-sets?label=vm=keep", ""},
+		{"POST", "/v1/snapshot-sets", `{"volumes":["keep"]}`},
+		{"GET", "/v1/snapshot-sets/" + set.ID, ""},
+		{"PATCH", "/v1/snapshot-sets/" + set.ID, `{"labels":{"vm":"evil"}}`},
+		{"DELETE", "/v1/snapshot-sets/" + set.ID, ""},
+		{"GET", "/v1/snapshot-sets/" + set.ID + "/attachments/domain.xml", ""},
 		{"GET", "/v1/sessions", ""},
 		{"GET", "/metrics", ""},
 		{"GET", "/v1/no-such-thing", ""},

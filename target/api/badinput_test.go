@@ -20,8 +20,19 @@ func TestBadRequestsAreRefusedWithAClearMessageAndChangeNothing(t *testing.T) {
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web","size_mib":2,"initiators":["iqn.2000-01.lab:alpha"],"chap":{"user":"u","secret":"0123456789ab"}}`, http.StatusCreated, nil)
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"busy","size_mib":1}`, http.StatusCreated, nil)
 	doJSON(t, srv, "POST", "/v1/volumes/web/snapshots", "", http.StatusCreated, nil) // web.1
+	// set-1, with the snapshots web.2 and busy.3
+	// Its label shows if a bad relabelling dropped or replaced it.
+	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["web","busy"],"labels":{"vm":"web"},"attachments":{"domain.xml":"<domain/>"}}`, http.StatusCreated, nil)
 	srv.Exporter.AddSession(api.Session{Volume: "busy", Initiator: "iqn.2000-01.lab:beta", RemoteAddr: "127.0.0.3:4000"})
 	before := snapshotState(t, srv)
+	manyVolumes := `"v0"` + strings.Repeat(`,"v"`, 64)
+	manyLabels, manyAttachments := `"k0":""`, `"a0":""`
+	for i := 1; i <= 32; i++ {
+		manyLabels += fmt.Sprintf(`,"k%d":""`, i)
+	}
+	for i := 1; i <= 16; i++ {
+		manyAttachments += fmt.Sprintf(`,"a%d":""`, i)
+	}
 
 	free, err := srv.Store.Free()
 	if err != nil {
@@ -97,6 +108,55 @@ func TestBadRequestsAreRefusedWithAClearMessageAndChangeNothing(t *testing.T) {
 		{"uploading to a volume in use", "PUT", "/v1/volumes/busy/data", "", "data", 409, "in use"},
 		{"uploading more than the volume holds", "PUT", "/v1/volumes/web/data", "", strings.Repeat("x", 2<<20+1), 413, "larger than the volume"},
 		{"uploading to a missing volume", "PUT", "/v1/volumes/ghost/data", "", "data", 404, "does not exist"},
+		{"a snapshot set without volumes", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":[]}`, 400, "volumes is empty"},
+		{"a snapshot set with no volumes field", "POST", "/v1/snapshot-sets", jsonCT, `{"labels":{"vm":"web"}}`, 400, "volumes is empty"},
+		{"a snapshot set of 65 volumes", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":[` + manyVolumes + `]}`, 400, "limit is 64"},
+		{"a snapshot set listing a volume twice", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web","busy","web"]}`, 400, `volumes[2]: "web" is listed twice`},
+		{"a snapshot set with a bad volume name", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web","Busy"]}`, 400, "volumes[1]"},
+		{"a snapshot set of a missing volume", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web","ghost"]}`, 404, `volumes[1]: volume "ghost" does not exist`},
+		{"a snapshot set with volumes as a string", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":"web"}`, 400, `"volumes" must be a list of strings`},
+		{"a snapshot set with an unknown field", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"name":"x"}`, 400, `unknown field "name"`},
+		{"a snapshot set with 33 labels", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"labels":{` + manyLabels + `}}`, 400, "labels has 33 entries, the limit is 32"},
+		{"a snapshot set with an uppercase label key", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"labels":{"VM":"web"}}`, 400, `labels: key "VM"`},
+		{"a snapshot set with a label key of 64 characters", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"labels":{"` + strings.Repeat("k", 64) + `":"x"}}`, 400, "labels: key"},
+		{"a snapshot set with a label value of 257 bytes", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"labels":{"k":"` + strings.Repeat("v", 257) + `"}}`, 400, "257 bytes, the limit is 256"},
+		{"a snapshot set with a number as a label value", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"labels":{"k":1}}`, 400, "labels"},
+		{"a snapshot set with an attachment name with a slash", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"attachments":{"../domain.xml":"x"}}`, 400, "attachments: name"},
+		{"a snapshot set with 17 attachments", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"attachments":{` + manyAttachments + `}}`, 400, "attachments has 17 entries, the limit is 16"},
+		{"a snapshot set with attachments over 1 MiB", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"],"attachments":{"a.xml":"` + strings.Repeat("x", 1<<19) + `","b.xml":"` + strings.Repeat("x", 1<<19+1) + `"}}`, 400, "1048577 bytes together, the limit is 1048576"},
+		{"a snapshot set with 1 MiB of escaped attachments is not too large", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web","ghost"],"attachments":{"a.xml":"` + strings.Repeat(`\u003c`, 1<<20) + `"}}`, 404, `volume "ghost" does not exist`},
+		{"a snapshot set body over 8 MiB", "POST", "/v1/snapshot-sets", jsonCT, `{"volumes":["web"]` + strings.Repeat(" ", 8<<20) + `}`, 413, "larger than 8388608 bytes"},
+		{"a snapshot set without a content type", "POST", "/v1/snapshot-sets", "", `{"volumes":["web"]}`, 415, "Content-Type is missing"},
+		{"a snapshot set that is not JSON", "POST", "/v1/snapshot-sets", jsonCT, `volumes=web`, 400, "malformed JSON"},
+		{"a label filter without a value", "GET", "/v1/snapshot-sets?label=vm", "", "", 400, "label=KEY=VALUE"},
+		{"a label filter with a bad key", "GET", "/v1/snapshot-sets?label=VM=web", "", "", 400, `key "VM"`},
+		{"a malformed snapshot set id", "GET", "/v1/snapshot-sets/web.1", "", "", 400, "snapshot set id"},
+		{"a missing snapshot set", "GET", "/v1/snapshot-sets/set-99", "", "", 404, `snapshot set "set-99" does not exist`},
+		{"deleting a missing snapshot set", "DELETE", "/v1/snapshot-sets/set-99", "", "", 404, `snapshot set "set-99" does not exist`},
+		{"deleting a malformed snapshot set id", "DELETE", "/v1/snapshot-sets/set-01", "", "", 400, "snapshot set id"},
+		{"an attachment of a missing set", "GET", "/v1/snapshot-sets/set-99/attachments/domain.xml", "", "", 404, "does not exist"},
+		{"a missing attachment", "GET", "/v1/snapshot-sets/set-1/attachments/meta.json", "", "", 404, `no attachment "meta.json"`},
+		{"an attachment with a bad name", "GET", "/v1/snapshot-sets/set-1/attachments/Domain.xml", "", "", 400, "name"},
+		{"deleting a snapshot of a set", "DELETE", "/v1/snapshots/web.2", "", "", 409, "delete the set"},
+		{"relabelling a set without labels", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{}`, 400, "labels is required"},
+		{"relabelling a set with null labels", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":null}`, 400, "labels is required"},
+		{"relabelling a set with an unknown field", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{"vm":"db"},"attachments":{}}`, 400, `unknown field "attachments"`},
+		{"relabelling a set with 33 labels", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{` + manyLabels + `}}`, 400, "labels has 33 entries, the limit is 32"},
+		{"relabelling a set with an uppercase label key", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{"vm":"db","VM":"db"}}`, 400, `labels: key "VM"`},
+		{"relabelling a set with an empty label key", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{"":"db"}}`, 400, `labels: key ""`},
+		{"relabelling a set with a label key of 64 characters", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{"` + strings.Repeat("k", 64) + `":"x"}}`, 400, "labels: key"},
+		{"relabelling a set with a label value of 257 bytes", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{"k":"` + strings.Repeat("v", 257) + `"}}`, 400, "257 bytes, the limit is 256"},
+		{"relabelling a set with a number as a label value", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{"k":1}}`, 400, `field "labels" must be a string, not number`},
+		{"relabelling a set with labels as a list", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":["vm=db"]}`, 400, `"labels" must be an object of strings`},
+		{"relabelling a set with data after the object", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{}} {}`, 400, "data after the JSON object"},
+		{"relabelling a set with a body that is not JSON", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `labels=vm`, 400, "malformed JSON"},
+		{"relabelling a set without a content type", "PATCH", "/v1/snapshot-sets/set-1", "", `{"labels":{}}`, 415, "Content-Type is missing"},
+		{"relabelling a set with a body over 64 KiB", "PATCH", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{}` + strings.Repeat(" ", 64<<10) + `}`, 413, "larger than 65536 bytes"},
+		{"relabelling a missing set", "PATCH", "/v1/snapshot-sets/set-99", jsonCT, `{"labels":{}}`, 404, `snapshot set "set-99" does not exist`},
+		{"relabelling a malformed set id", "PATCH", "/v1/snapshot-sets/web.2", jsonCT, `{"labels":{}}`, 400, "snapshot set id"},
+		{"a method a snapshot set does not take", "PUT", "/v1/snapshot-sets/set-1", jsonCT, `{"labels":{}}`, 405, "GET, PATCH, DELETE"},
+		{"extents of a missing snapshot", "GET", "/v1/snapshots/web.99/extents", "", "", 404, "does not exist"},
+		{"extents of a malformed snapshot id", "GET", "/v1/snapshots/web/extents", "", "", 400, "snapshot id"},
 		{"a method the path does not take", "POST", "/v1/volumes/web", jsonCT, `{}`, 405, "GET, PATCH, DELETE"},
 		{"an unknown endpoint", "GET", "/v2/volumes", "", "", 404, "no such endpoint"},
 	} {

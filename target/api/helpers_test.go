@@ -53,7 +53,8 @@ func doJSON(t *testing.T, srv *apitest.Server, method, target, body string, want
 }
 
 // snapshotState renders all state a request could change: volumes with
-// access settings and file content, snapshots, exports and sessions.
+// access settings and file content, snapshots, snapshot sets, exports,
+// sessions and write holds not released.
 func snapshotState(t *testing.T, srv *apitest.Server) string {
 	t.Helper()
 	var lines []string
@@ -74,7 +75,23 @@ func snapshotState(t *testing.T, srv *apitest.Server) string {
 		t.Fatal(err)
 	}
 	for _, s := range snaps {
-		lines = append(lines, fmt.Sprintf("snapshot %s %s %d", s.ID, s.Volume, s.SizeMiB))
+		lines = append(lines, fmt.Sprintf("snapshot %s %s %d set=%q", s.ID, s.Volume, s.SizeMiB, s.Set))
+	}
+	sets, err := srv.Store.ListSnapshotSets(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sets {
+		var ids []string
+		for _, sn := range s.Snapshots {
+			ids = append(ids, sn.ID)
+		}
+		lines = append(lines, fmt.Sprintf("set %s %v %v %v", s.ID, s.Labels, s.Attachments, ids))
+	}
+	for i, h := range srv.Exporter.Holds() {
+		if !h.Released() {
+			lines = append(lines, fmt.Sprintf("hold %d of %v not released", i, h.Volumes))
+		}
 	}
 	for _, ex := range srv.Exporter.Exports() {
 		lines = append(lines, fmt.Sprintf("export %s %s %d %v %+v", ex.Name, ex.IQN, ex.LUN, ex.Initiators, ex.CHAP))

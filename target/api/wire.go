@@ -13,8 +13,13 @@ import (
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
-// maxJSONBody bounds every JSON request body.
+// maxJSONBody bounds every JSON request body but that of a snapshot set.
 const maxJSONBody = 64 << 10
+
+// maxSetBody bounds the body of POST /v1/snapshot-sets: its attachments
+// may hold 1 MiB, which JSON escaping (\u003c for '<', as Go encodes it)
+// can grow six-fold.
+const maxSetBody = 8 << 20
 
 // Volume is a volume as the API shows it. Secrets never leave the daemon.
 type Volume struct {
@@ -55,6 +60,45 @@ type Snapshot struct {
 	SizeMiB   int64     `json:"size_mib"`
 	Method    string    `json:"method"`
 	CreatedAt time.Time `json:"created_at"`
+	Set       string    `json:"set,omitempty"` // the snapshot set it belongs to
+}
+
+// SnapshotSet is a snapshot set as the API shows it: attachments by name
+// only (their content is at .../attachments/{name}), snapshots in the
+// order of the volumes they were asked for.
+type SnapshotSet struct {
+	ID          string            `json:"id"`
+	CreatedAt   time.Time         `json:"created_at"`
+	Labels      map[string]string `json:"labels"`
+	Attachments []string          `json:"attachments"`
+	Snapshots   []Snapshot        `json:"snapshots"`
+	Method      string            `json:"method"`
+	HoldMS      int64             `json:"hold_ms"`
+}
+
+// CreateSnapshotSetRequest is the body of POST /v1/snapshot-sets.
+type CreateSnapshotSetRequest struct {
+	Volumes     []string          `json:"volumes"`
+	Labels      map[string]string `json:"labels"`
+	Attachments map[string]string `json:"attachments"`
+}
+
+// UpdateSnapshotSetRequest is the body of PATCH /v1/snapshot-sets/{id}.
+// Labels is required and replaces all of the set's labels; {} removes them.
+type UpdateSnapshotSetRequest struct {
+	Labels map[string]string `json:"labels"`
+}
+
+// Extent is a range of a snapshot that holds data.
+type Extent struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// Extents is the answer of GET /v1/snapshots/{id}/extents.
+type Extents struct {
+	SizeBytes int64    `json:"size_bytes"`
+	Extents   []Extent `json:"extents"`
 }
 
 // SessionInfo is a logged-in initiator as the API shows it.
@@ -174,6 +218,8 @@ func jsonKind(goType string) string {
 		return "a string"
 	case "[]string", "*[]string":
 		return "a list of strings"
+	case "map[string]string":
+		return "an object of strings"
 	}
 	return "an object"
 }
@@ -243,3 +289,51 @@ func DecodeUpdateVolume(r io.Reader) (UpdateVolumeRequest, error) {
 }
 
 func decodeStrictBytes(b []byte, v any) error { return decodeStrict(bytes.NewReader(b), v, "") }
+
+// DecodeCreateSnapshotSet reads and checks a POST /v1/snapshot-sets body
+// without touching any state: syntax, fields, volume names, labels and
+// attachments. Whether the volumes exist is the store's to say.
+func DecodeCreateSnapshotSet(r io.Reader) (CreateSnapshotSetRequest, error) {
+	var req CreateSnapshotSetRequest
+	if err := decodeStrict(r, &req, ""); err != nil {
+		return req, err
+	}
+	if err := store.CheckSetVolumes(req.Volumes); err != nil {
+		return req, badf(http.StatusBadRequest, "%v", err)
+	}
+	if err := store.CheckLabels(req.Labels); err != nil {
+		return req, badf(http.StatusBadRequest, "%v", err)
+	}
+	if err := store.CheckAttachments(req.attachments()); err != nil {
+		return req, badf(http.StatusBadRequest, "%v", err)
+	}
+	return req, nil
+}
+
+// DecodeUpdateSnapshotSet reads and checks a PATCH /v1/snapshot-sets/{id}
+// body without touching any state. "labels" must be there and not null: a
+// PATCH that forgot it must not wipe the labels.
+func DecodeUpdateSnapshotSet(r io.Reader) (UpdateSnapshotSetRequest, error) {
+	var req UpdateSnapshotSetRequest
+	if err := decodeStrict(r, &req, ""); err != nil {
+		return req, err
+	}
+	if req.Labels == nil {
+		return req, badf(http.StatusBadRequest, `labels is required: give the set's new labels as an object, {} to remove them all`)
+	}
+	if err := store.CheckLabels(req.Labels); err != nil {
+		return req, badf(http.StatusBadRequest, "%v", err)
+	}
+	return req, nil
+}
+
+func (req CreateSnapshotSetRequest) attachments() map[string][]byte {
+	if req.Attachments == nil {
+		return nil
+	}
+	out := make(map[string][]byte, len(req.Attachments))
+	for k, v := range req.Attachments {
+		out[k] = []byte(v)
+	}
+	return out
+}

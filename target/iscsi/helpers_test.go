@@ -121,6 +121,11 @@ func runTool(t testing.TB, timeout time.Duration, name string, args ...string) (
 // qemuIO runs qemu-io commands against a volume through QEMU's libiscsi driver.
 func qemuIO(t testing.TB, e *Engine, ex Export, initiator string, cmds ...string) (string, error) {
 	t.Helper()
+	return runTool(t, 60*time.Second, "qemu-io", qemuIOArgs(e, ex, initiator, cmds...)...)
+}
+
+// qemuIOArgs is the qemu-io command line of qemuIO.
+func qemuIOArgs(e *Engine, ex Export, initiator string, cmds ...string) []string {
 	_, port, _ := strings.Cut(portal(e), ":")
 	opts := fmt.Sprintf("driver=raw,file.driver=iscsi,file.transport=tcp,file.portal=127.0.0.1:%s,file.target=%s,file.lun=%d,file.initiator-name=%s",
 		port, ex.IQN, ex.LUN, initiator)
@@ -128,8 +133,7 @@ func qemuIO(t testing.TB, e *Engine, ex Export, initiator string, cmds ...string
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	args = append(args, opts)
-	return runTool(t, 60*time.Second, "qemu-io", args...)
+	return append(args, opts)
 }
 
 func readFile(t testing.TB, path string, off, n int64) []byte {

@@ -39,6 +39,7 @@ const (
 	senseHardwareError  = 0x04
 	senseUnitAttention  = 0x06
 	senseDataProtect    = 0x07
+	senseAbortedCommand = 0x0b
 )
 
 // Additional sense codes (ASC<<8 | ASCQ).
@@ -75,9 +76,14 @@ type scsiRequest struct {
 	write bool
 	out   []byte // data-out, as received
 	nexus *nexus
-	// noWait asks for a read only if its data is in the page cache; if not,
-	// the result has wouldBlock set and nothing was done.
+	// noWait asks for a read only if its data is in the page cache, and for
+	// a command that changes data only if writes are not held (see
+	// Engine.Hold); if not, the result has wouldBlock set and nothing was
+	// done.
 	noWait bool
+	// cancel is closed when the session ends: a command waiting for held
+	// writes to be released gives up then.
+	cancel <-chan struct{}
 }
 
 // scsiResult is what goes back: status, sense, data-in (before clamping to
@@ -162,6 +168,10 @@ type logicalUnit struct {
 	holder *nexus
 
 	pr persistentReservations
+
+	// gate holds back the commands that change data while Engine.Hold
+	// has the volume quiet.
+	gate writeGate
 }
 
 func deviceID(name string) uint64 {
@@ -280,10 +290,24 @@ func (u *logicalUnit) execute(req *scsiRequest) (res scsiResult) {
 			res = scsiResult{status: statusCheckCondition, sense: senseData(senseHardwareError, ascInternalFailure)}
 		}
 	}()
+	op := req.cdb[0]
+	// The gate comes before mu: a command waiting for held writes must not
+	// hold mu for reading, or a resize waiting for mu would stop the reads.
+	if changesData(op) {
+		if req.noWait {
+			if !u.gate.tryEnter() {
+				return scsiResult{wouldBlock: true}
+			}
+		} else if err := u.gate.enter(req.cancel); err != nil {
+			// The session is going away: the answer is not likely to
+			// reach anyone, and an initiator that sees it may retry.
+			return scsiResult{status: statusCheckCondition, sense: senseData(senseAbortedCommand, 0)}
+		}
+		defer u.gate.leave()
+	}
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 
-	op := req.cdb[0]
 	if req.lun != u.lun {
 		switch api.SCSICommandType(op) {
 		case api.INQUIRY:

@@ -371,8 +371,10 @@ func (s *session) dispatch(h *[bhsLen]byte, out []byte, release func()) {
 
 // runInline runs a command on the reader goroutine and queues its response.
 // It reports false, having done nothing, for a read that would wait for the
-// disk (not all in the page cache): that one gets a goroutine, so that reads
-// from disk still overlap. A panic closes the session, as in a goroutine.
+// disk (not all in the page cache) and for a write while writes are held
+// (Engine.Hold): that one gets a goroutine, so that reads from disk still
+// overlap and a held write does not stop the reader (reads go on during a
+// hold). A panic closes the session, as in a goroutine.
 func (s *session) runInline(h *[bhsLen]byte, out []byte) (done bool) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -405,6 +407,7 @@ func (s *session) execute(h *[bhsLen]byte, out []byte, inline bool) (done bool) 
 		out:    out,
 		nexus:  s.nexus,
 		noWait: inline,
+		cancel: s.closed,
 	}
 	if req.read && req.write {
 		s.respond(h, scsiResult{status: statusCheckCondition, sense: senseData(senseIllegalRequest, ascInvalidFieldInCDB)}, 0, !inline)

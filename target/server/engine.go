@@ -1,6 +1,9 @@
 package server
 
 import (
+	"context"
+	"time"
+
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/iscsi"
 )
@@ -14,14 +17,26 @@ func newISCSIEngine(c EngineConfig) (Exporter, error) {
 	return engine{e}, nil
 }
 
-// engine adapts *iscsi.Engine to Exporter. The API keeps its own export
-// types so that it, and its tests, do not depend on the engine (and gotgt).
+// engine adapts *iscsi.Engine to Exporter and api.Holder. The API keeps its
+// own export types so that it, and its tests, do not depend on the engine
+// (and gotgt).
 type engine struct{ e *iscsi.Engine }
+
+var _ api.Holder = engine{}
 
 func (g engine) Add(ex api.Export) error    { return g.e.Add(toISCSI(ex)) }
 func (g engine) Update(ex api.Export) error { return g.e.Update(toISCSI(ex)) }
 func (g engine) Remove(name string) error   { return g.e.Remove(name) }
 func (g engine) Close() error               { return g.e.Close() }
+
+// HoldWrites holds the writes to volumes in the engine (iscsi.Engine.Hold).
+func (g engine) HoldWrites(ctx context.Context, volumes []string, limit time.Duration) (api.WriteHold, error) {
+	h, err := g.e.Hold(ctx, volumes, limit)
+	if err != nil {
+		return nil, err // not h: a nil *iscsi.Hold in an interface is not nil
+	}
+	return h, nil
+}
 
 func (g engine) Sessions() []api.Session {
 	ss := g.e.Sessions()

@@ -172,6 +172,10 @@ func TestTheRealISCSIEngineServesNewVolumes(t *testing.T) {
 	s := start(t, cfg)
 	call(t, s, "POST", "/v1/volumes", `{"name":"real","size_mib":4,"initiators":["iqn.2000-01.lab:h"]}`, http.StatusCreated)
 	call(t, s, "PATCH", "/v1/volumes/real", `{"size_mib":8}`, http.StatusOK)
+	// The real engine holds writes for a snapshot set (api.Holder).
+	if body := call(t, s, "POST", "/v1/snapshot-sets", `{"volumes":["real"]}`, http.StatusCreated); !strings.Contains(body, `"hold_ms": `) {
+		t.Errorf("snapshot set = %s, want one with hold_ms", body)
+	}
 	if body := call(t, s, "GET", "/v1/sessions", "", http.StatusOK); !strings.Contains(body, `"sessions": []`) {
 		t.Errorf("sessions = %s, want an empty list", body)
 	}

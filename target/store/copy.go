@@ -55,9 +55,25 @@ func reflinkUnsupported(err error) bool {
 // sparseCopy copies the data extents of src (SEEK_DATA/SEEK_HOLE) to the
 // same offsets in dst, so holes stay holes, then sets dst's size.
 func sparseCopy(ctx context.Context, dst, src *os.File, size int64) error {
-	sfd := int(src.Fd())
+	err := forEachDataExtent(src, size, func(from, to int64) error {
+		return copyRange(ctx, dst, src, from, to)
+	})
+	if err != nil {
+		return err
+	}
+	if err := dst.Truncate(size); err != nil {
+		return mapNoSpace(err)
+	}
+	return nil
+}
+
+// forEachDataExtent calls fn with each extent [from, to) of f below size
+// that holds data, in order, as SEEK_DATA and SEEK_HOLE find them. Where the
+// filesystem cannot tell (no SEEK_DATA), the rest of the file is one extent.
+func forEachDataExtent(f *os.File, size int64, fn func(from, to int64) error) error {
+	fd := int(f.Fd())
 	for off := int64(0); off < size; {
-		data, err := unix.Seek(sfd, off, unix.SEEK_DATA)
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
 			break // only a hole is left
 		}
@@ -66,20 +82,20 @@ func sparseCopy(ctx context.Context, dst, src *os.File, size int64) error {
 		} else if err != nil {
 			return fmt.Errorf("find data: %w", err)
 		}
-		hole, err := unix.Seek(sfd, data, unix.SEEK_HOLE)
+		if data >= size {
+			break
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
 		if err != nil {
 			hole = size
 		}
 		if hole > size {
 			hole = size
 		}
-		if err := copyRange(ctx, dst, src, data, hole); err != nil {
+		if err := fn(data, hole); err != nil {
 			return err
 		}
 		off = hole
-	}
-	if err := dst.Truncate(size); err != nil {
-		return mapNoSpace(err)
 	}
 	return nil
 }

@@ -51,6 +51,22 @@ func TestACrashAtAnyStepLeavesTheOldOrTheNewState(t *testing.T) {
 		{"delete a snapshot", []string{"snapshot-delete/unrecorded"}, func(s *Store) error {
 			return s.DeleteSnapshot(context.Background(), "base.1")
 		}},
+		{"take a snapshot set", []string{"set/recorded", "set/frozen", "set/cut", "set/files", "set/ready"}, func(s *Store) error {
+			_, err := s.CreateSnapshotSet(context.Background(), SetRequest{
+				Volumes:     []string{"data", "base"},
+				Labels:      map[string]string{"vm": "web"},
+				Attachments: map[string][]byte{"domain.xml": []byte("<domain/>")},
+				Freeze:      noopFreeze,
+			})
+			return err
+		}},
+		{"delete a snapshot set", []string{"set-delete/unrecorded"}, func(s *Store) error {
+			return s.DeleteSnapshotSet(context.Background(), "set-1")
+		}},
+		{"relabel a snapshot set", []string{"set-labels/recorded"}, func(s *Store) error {
+			_, err := s.SetSnapshotSetLabels(context.Background(), "set-1", map[string]string{"vm": "web", "kind": "backup"})
+			return err
+		}},
 		{"upload an image", []string{"image/written"}, func(s *Store) error {
 			return s.WriteImage(context.Background(), "base", bytes.NewReader(bytes.Repeat([]byte("img"), 1000)), FormatRaw)
 		}},
@@ -115,8 +131,9 @@ func openBase(t *testing.T, dir string) *Store {
 	return s
 }
 
-// seed makes the base state: volume "base" (4 MiB, some data) and its
-// snapshot "base.1".
+// seed makes the base state: volume "base" (4 MiB, some data), its
+// snapshot "base.1", volume "data" (2 MiB) and snapshot set "set-1" of both
+// (snapshots base.2 and data.3).
 func seed(t *testing.T, dir string) {
 	t.Helper()
 	s, err := Open(dir, Options{})
@@ -128,6 +145,15 @@ func seed(t *testing.T, dir string) {
 	writeAt(t, v.Path, 0, []byte("base data"))
 	mustSnapshot(t, s, "base")
 	writeAt(t, v.Path, 0, []byte("BASE DATA"))
+	d := mustCreate(t, s, "data", 2)
+	writeAt(t, d.Path, MiB, []byte("data data"))
+	mustCreateSet(t, s, SetRequest{Volumes: []string{"base", "data"}, Labels: map[string]string{"vm": "seed"}, Attachments: map[string][]byte{"notes.txt": []byte("seed")}})
+	writeAt(t, d.Path, MiB, []byte("DATA DATA"))
+}
+
+// noopFreeze is a Freeze that holds nothing.
+func noopFreeze(ctx context.Context) (context.Context, func() error, error) {
+	return ctx, func() error { return nil }, nil
 }
 
 func TestOpenRepairsWhatACrashLeft(t *testing.T) {
@@ -142,6 +168,13 @@ func TestOpenRepairsWhatACrashLeft(t *testing.T) {
 		}},
 		{"a creating record without a file is rolled back", func(t *testing.T, dir string) {
 			putRawRecord(t, dir, bucketVolumes, "half", volumeRecord{Name: "half", SizeMiB: 1, State: stateCreating, File: "volumes/half.raw"})
+		}},
+		{"a creating snapshot set is rolled back with its snapshots and attachments", func(t *testing.T, dir string) {
+			putRawRecord(t, dir, bucketSets, "set-9", setRecord{ID: "set-9", Seq: 9, State: stateCreating, Attachments: []string{"a.xml"}, Snapshots: []string{"base.8", "data.9"}})
+			putRawRecord(t, dir, bucketSnapshots, "base.8", snapshotRecord{ID: "base.8", Seq: 8, Volume: "base", SizeMiB: 4, State: stateCreating, File: "snapshots/base.8.raw", Set: "set-9"})
+			putRawRecord(t, dir, bucketSnapshots, "data.9", snapshotRecord{ID: "data.9", Seq: 9, Volume: "data", SizeMiB: 2, State: stateCreating, File: "snapshots/data.9.raw", Set: "set-9"})
+			putRawRecord(t, dir, bucketAttachments, "set-9/a.xml", []byte("<a/>"))
+			touch(t, filepath.Join(dir, "snapshots", "base.8.raw"), 4*MiB)
 		}},
 		{"a creating snapshot record is rolled back", func(t *testing.T, dir string) {
 			putRawRecord(t, dir, bucketSnapshots, "base.9", snapshotRecord{ID: "base.9", Seq: 9, Volume: "base", SizeMiB: 4, State: stateCreating, File: "snapshots/base.9.raw"})
@@ -213,6 +246,10 @@ func putRawRecord(t *testing.T, dir string, bucket []byte, key string, rec any) 
 			return putVolume(tx.Bucket(bucket), r)
 		case snapshotRecord:
 			return putSnapshot(tx.Bucket(bucket), r)
+		case setRecord:
+			return putSet(tx.Bucket(bucket), r)
+		case []byte:
+			return tx.Bucket(bucket).Put([]byte(key), r)
 		}
 		return fmt.Errorf("unknown record %T", rec)
 	})

@@ -16,6 +16,9 @@ var (
 	ErrShrink      = errors.New("volumes cannot shrink")
 	ErrTooLarge    = errors.New("image larger than volume")
 	ErrUnsupported = errors.New("unsupported")
+	// ErrConflict: the object is bound to another (a snapshot to its set)
+	// and cannot change on its own.
+	ErrConflict = errors.New("conflict")
 )
 
 // kindError is an error whose message is written for a human while its kind

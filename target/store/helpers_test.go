@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
 
@@ -121,8 +123,20 @@ func describe(t *testing.T, s *Store) string {
 	}
 	for _, sn := range snaps {
 		check("snapshot "+sn.ID, sn.Path, sn.SizeMiB)
-		lines = append(lines, fmt.Sprintf("snapshot %s of %s %dMiB %s", sn.ID, sn.Volume, sn.SizeMiB, fileSum(t, sn.Path)))
+		lines = append(lines, fmt.Sprintf("snapshot %s of %s %dMiB %s set=%q", sn.ID, sn.Volume, sn.SizeMiB, fileSum(t, sn.Path), sn.Set))
 	}
+	sets, err := s.ListSnapshotSets(nil)
+	if err != nil {
+		t.Fatalf("ListSnapshotSets: %v", err)
+	}
+	attached := map[string]bool{}
+	for _, set := range sets {
+		lines = append(lines, describeSet(t, s, set))
+		for _, name := range set.Attachments {
+			attached[string(attachmentKey(set.ID, name))] = true
+		}
+	}
+	checkNoStrayRecords(t, s, attached)
 	for _, d := range []string{volumesDir, snapshotsDir, tmpDir} {
 		entries, err := os.ReadDir(filepath.Join(s.Dir(), d))
 		if err != nil {
@@ -136,4 +150,71 @@ func describe(t *testing.T, s *Store) string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// describeSet renders a snapshot set: labels, attachments with a hash of
+// their content, and its snapshots in order.
+func describeSet(t *testing.T, s *Store, set SnapshotSet) string {
+	t.Helper()
+	var labels, atts, snaps []string
+	for k, v := range set.Labels {
+		labels = append(labels, k+"="+v)
+	}
+	sort.Strings(labels)
+	for _, name := range set.Attachments {
+		b, err := s.SnapshotSetAttachment(set.ID, name)
+		if err != nil {
+			t.Errorf("set %s: attachment %s: %v", set.ID, name, err)
+		}
+		sum := sha256.Sum256(b)
+		atts = append(atts, name+":"+hex.EncodeToString(sum[:4]))
+	}
+	for _, sn := range set.Snapshots {
+		if sn.Set != set.ID {
+			t.Errorf("set %s: snapshot %s says it belongs to set %q", set.ID, sn.ID, sn.Set)
+		}
+		snaps = append(snaps, sn.ID)
+	}
+	return fmt.Sprintf("set %s labels=%v attachments=%v snapshots=%v", set.ID, labels, atts, snaps)
+}
+
+func mustCreateSet(t *testing.T, s *Store, req SetRequest) SnapshotSet {
+	t.Helper()
+	set, err := s.CreateSnapshotSet(context.Background(), req)
+	if err != nil {
+		t.Fatalf("CreateSnapshotSet(%v): %v", req.Volumes, err)
+	}
+	return set
+}
+
+// checkNoStrayRecords fails the test if the database holds a record that
+// is not ready or an attachment of no listed set.
+func checkNoStrayRecords(t *testing.T, s *Store, attached map[string]bool) {
+	t.Helper()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketVolumes, bucketSnapshots, bucketSets} {
+			err := tx.Bucket(b).ForEach(func(k, v []byte) error {
+				var r struct{ State state }
+				if err := json.Unmarshal(v, &r); err != nil {
+					return err
+				}
+				if r.State != stateReady {
+					t.Errorf("%s record %s is %q, want only ready records", b, k, r.State)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketAttachments).ForEach(func(k, _ []byte) error {
+			if !attached[string(k)] {
+				t.Errorf("attachment %s belongs to no snapshot set", k)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -157,4 +158,138 @@ func checkCHAPValue(field, v string, minLen int) error {
 		}
 	}
 	return nil
+}
+
+// Limits of snapshot sets.
+const (
+	MaxSetVolumes      = 64
+	MaxLabels          = 32
+	MaxLabelKeyLen     = 63
+	MaxLabelValueLen   = 256
+	MaxAttachments     = 16
+	MaxAttachmentBytes = 1 << 20 // all attachments of a set together
+)
+
+// CheckSetID returns nil if id has the form of a snapshot set ID:
+// "set-<sequence>", for example "set-12".
+func CheckSetID(id string) error {
+	seq, ok := strings.CutPrefix(id, "set-")
+	if !ok || !validSeq(seq) {
+		return errorf(ErrInvalid, "snapshot set id %q is malformed: snapshot set ids look like set-<number>, for example set-12", id)
+	}
+	return nil
+}
+
+func setID(seq uint64) string { return "set-" + strconv.FormatUint(seq, 10) }
+
+// CheckSetVolumes returns nil if volumes may be the volumes of one snapshot
+// set: 1-64 valid names, each listed once.
+func CheckSetVolumes(volumes []string) error {
+	if len(volumes) == 0 {
+		return errorf(ErrInvalid, "volumes is empty: list the volumes to snapshot together (1-%d)", MaxSetVolumes)
+	}
+	if len(volumes) > MaxSetVolumes {
+		return errorf(ErrInvalid, "volumes lists %d volumes, the limit is %d", len(volumes), MaxSetVolumes)
+	}
+	seen := make(map[string]int, len(volumes))
+	for i, v := range volumes {
+		if err := CheckName(v); err != nil {
+			return errorf(ErrInvalid, "volumes[%d]: %v", i, err)
+		}
+		if j, ok := seen[v]; ok {
+			return errorf(ErrInvalid, "volumes[%d]: %q is listed twice (also volumes[%d]): list each volume once", i, v, j)
+		}
+		seen[v] = i
+	}
+	return nil
+}
+
+// CheckLabels returns nil if labels may label a snapshot set: at most 32,
+// keys of 1-63 characters of a-z, 0-9, '.', '/', '_' and '-', values of at
+// most 256 bytes.
+func CheckLabels(labels map[string]string) error {
+	if len(labels) > MaxLabels {
+		return errorf(ErrInvalid, "labels has %d entries, the limit is %d", len(labels), MaxLabels)
+	}
+	for _, k := range sortedKeys(labels) {
+		if err := CheckLabelKey(k); err != nil {
+			return errorf(ErrInvalid, "labels: %v", err)
+		}
+		if v := labels[k]; len(v) > MaxLabelValueLen {
+			return errorf(ErrInvalid, "labels: the value of %q is %d bytes, the limit is %d", k, len(v), MaxLabelValueLen)
+		}
+	}
+	return nil
+}
+
+// CheckLabelKey returns nil if k may be a label key.
+func CheckLabelKey(k string) error {
+	const rule = "use 1-63 characters of a-z, 0-9, '.', '/', '_' and '-'"
+	if k == "" || len(k) > MaxLabelKeyLen {
+		return errorf(ErrInvalid, "key %q is %d characters: %s", truncate(k), len(k), rule)
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '/' || c == '_' || c == '-' {
+			continue
+		}
+		return errorf(ErrInvalid, "key %q has the character %q at position %d: %s", k, c, i+1, rule)
+	}
+	return nil
+}
+
+// CheckAttachmentName returns nil if s may name an attachment of a snapshot
+// set: like a volume name, with dots allowed ("domain.xml").
+func CheckAttachmentName(s string) error {
+	const rule = "use 1-63 characters of a-z, 0-9, '-' and '.', starting and ending with a letter or digit, like domain.xml"
+	switch {
+	case s == "" || len(s) > MaxNameLen:
+		return errorf(ErrInvalid, "name %q is %d characters: %s", truncate(s), len(s), rule)
+	case !isAlnum(s[0]) || !isAlnum(s[len(s)-1]):
+		return errorf(ErrInvalid, "name %q does not start and end with a lowercase letter or digit: %s", s, rule)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '.' {
+			return errorf(ErrInvalid, "name %q has the character %q at position %d: %s", s, c, i+1, rule)
+		}
+	}
+	return nil
+}
+
+// CheckAttachments returns nil if attachments may go with a snapshot set: at
+// most 16, valid names, at most 1 MiB together.
+func CheckAttachments(attachments map[string][]byte) error {
+	if len(attachments) > MaxAttachments {
+		return errorf(ErrInvalid, "attachments has %d entries, the limit is %d", len(attachments), MaxAttachments)
+	}
+	total := 0
+	for _, name := range sortedKeys(attachments) {
+		if err := CheckAttachmentName(name); err != nil {
+			return errorf(ErrInvalid, "attachments: %v", err)
+		}
+		total += len(attachments[name])
+	}
+	if total > MaxAttachmentBytes {
+		return errorf(ErrInvalid, "attachments hold %d bytes together, the limit is %d (1 MiB)", total, MaxAttachmentBytes)
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') }
+
+// truncate shortens s for an error message.
+func truncate(s string) string {
+	if len(s) > 70 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -154,6 +154,9 @@ func (s *Store) DeleteSnapshot(ctx context.Context, id string) error {
 		if !ok || rec.State != stateReady {
 			return errorf(ErrNotFound, "snapshot %q does not exist", id)
 		}
+		if rec.Set != "" {
+			return errorf(ErrConflict, "snapshot %q belongs to snapshot set %s: delete the set (DELETE /v1/snapshot-sets/%s), which deletes all its snapshots together", id, rec.Set, rec.Set)
+		}
 		return sb.Delete([]byte(id))
 	})
 	if err != nil {
@@ -178,4 +181,36 @@ func (s *Store) OpenSnapshot(id string) (*os.File, Snapshot, error) {
 		return nil, Snapshot{}, fmt.Errorf("open snapshot %s: %w", id, err)
 	}
 	return f, snap, nil
+}
+
+// Extent is a byte range of a file.
+type Extent struct {
+	Offset int64
+	Length int64
+}
+
+// SnapshotExtents returns a snapshot's size in bytes and the extents of it
+// that hold data, sorted and merged; the rest reads as zeros. On a
+// filesystem that cannot tell data from holes, the whole snapshot is one
+// extent.
+func (s *Store) SnapshotExtents(id string) (int64, []Extent, error) {
+	f, snap, err := s.OpenSnapshot(id)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer f.Close()
+	size := snap.SizeMiB * MiB
+	out := []Extent{}
+	err = forEachDataExtent(f, size, func(from, to int64) error {
+		if n := len(out); n > 0 && out[n-1].Offset+out[n-1].Length == from {
+			out[n-1].Length += to - from
+			return nil
+		}
+		out = append(out, Extent{Offset: from, Length: to - from})
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("extents of snapshot %s: %w", id, err)
+	}
+	return size, out, nil
 }

@@ -28,8 +28,10 @@ const (
 )
 
 var (
-	bucketVolumes   = []byte("volumes")
-	bucketSnapshots = []byte("snapshots")
+	bucketVolumes     = []byte("volumes")
+	bucketSnapshots   = []byte("snapshots")
+	bucketSets        = []byte("snapshot-sets")
+	bucketAttachments = []byte("set-attachments") // key: set ID, '/', name
 )
 
 // A record is either being created (its file may be partial; invisible to
@@ -87,6 +89,7 @@ type Snapshot struct {
 	Path      string
 	CreatedAt time.Time
 	Method    string // MethodReflink or MethodCopy
+	Set       string // the snapshot set it belongs to, if any
 }
 
 type volumeRecord struct {
@@ -108,6 +111,7 @@ type snapshotRecord struct {
 	File      string    `json:"file"`
 	CreatedAt time.Time `json:"created_at"`
 	Method    string    `json:"method,omitempty"`
+	Set       string    `json:"set,omitempty"`
 }
 
 // Options tune a Store. The zero value is ready to use.
@@ -234,6 +238,9 @@ func (s *Store) recover() error {
 		}
 		sb, err := tx.CreateBucketIfNotExists(bucketSnapshots)
 		if err != nil {
+			return err
+		}
+		if err := s.recoverSets(tx); err != nil {
 			return err
 		}
 		var drop [][]byte
@@ -434,7 +441,7 @@ func (s *Store) volume(r volumeRecord) Volume {
 }
 
 func (s *Store) snapshot(r snapshotRecord) Snapshot {
-	return Snapshot{ID: r.ID, Volume: r.Volume, SizeMiB: r.SizeMiB, Path: s.abs(r.File), CreatedAt: r.CreatedAt, Method: r.Method}
+	return Snapshot{ID: r.ID, Volume: r.Volume, SizeMiB: r.SizeMiB, Path: s.abs(r.File), CreatedAt: r.CreatedAt, Method: r.Method, Set: r.Set}
 }
 
 func cloneAccess(a Access) Access {

@@ -244,19 +244,7 @@ func TestSnapshotsAreFrozenCopiesWhetherReflinkedOrCopied(t *testing.T) {
 // in DROVER_REFLINK_DIR when set, otherwise, with DROVER_REFLINK=1 (make
 // test sets it), on an XFS image it makes and loop-mounts itself.
 func TestReflinkOnARealReflinkFilesystem(t *testing.T) {
-	dir := os.Getenv("DROVER_REFLINK_DIR")
-	if dir == "" {
-		if os.Getenv("DROVER_REFLINK") != "1" {
-			t.Skip("set DROVER_REFLINK=1 (root, xfsprogs) or DROVER_REFLINK_DIR to a directory on xfs or btrfs to run")
-		}
-		dir = mountXFS(t)
-	}
-	d, err := os.MkdirTemp(dir, "store-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	s := openTestStore(t, d, Options{})
+	s := openTestStore(t, reflinkDir(t), Options{})
 	v := mustCreate(t, s, "vm", 8)
 	path := v.Path
 	before := bytes.Repeat([]byte("before-snapshot!"), 4096)
@@ -293,9 +281,29 @@ func TestReflinkOnARealReflinkFilesystem(t *testing.T) {
 	}
 }
 
+// reflinkDir returns a fresh directory on a filesystem with reflinks:
+// under DROVER_REFLINK_DIR when set, otherwise, with DROVER_REFLINK=1, on an
+// XFS image loop-mounted for the test. Without either it skips the test.
+func reflinkDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("DROVER_REFLINK_DIR")
+	if dir == "" {
+		if os.Getenv("DROVER_REFLINK") != "1" {
+			t.Skip("set DROVER_REFLINK=1 (root, xfsprogs) or DROVER_REFLINK_DIR to a directory on xfs or btrfs to run")
+		}
+		dir = mountXFS(t, 4<<30) // sparse; room for the benchmark's 2 GiB of volumes
+	}
+	d, err := os.MkdirTemp(dir, "store-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
 // mountXFS makes a small XFS filesystem with reflinks in an image file and
 // loop-mounts it for the test's lifetime.
-func mountXFS(t *testing.T) string {
+func mountXFS(t testing.TB, size int64) string {
 	t.Helper()
 	tmp := t.TempDir()
 	img, mnt := filepath.Join(tmp, "xfs.img"), filepath.Join(tmp, "mnt")
@@ -305,7 +313,7 @@ func mountXFS(t *testing.T) string {
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 512<<20); err != nil {
+	if err := os.Truncate(img, size); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{

@@ -1,23 +1,101 @@
 package apitest
 
 import (
+	"context"
+	"errors"
 	"net/http/httptest"
 	"slices"
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
-// Exporter is an in-memory api.Exporter: it records exports and reports
-// whatever sessions a test puts in it.
+// Exporter is an in-memory api.Exporter and api.Holder: it records exports
+// and write holds and reports whatever sessions a test puts in it.
 type Exporter struct {
 	mu       sync.Mutex // guards the fields below
 	exports  map[string]api.Export
 	sessions []api.Session
 	removed  []string
+	holds    []*Hold
+	holdErr  error
+	expire   bool
+}
+
+var _ api.Holder = (*Exporter)(nil)
+
+// Hold is a write hold as Exporter records it.
+type Hold struct {
+	Volumes []string
+	Limit   time.Duration
+
+	expired  chan struct{}
+	mu       sync.Mutex // guards released
+	released bool
+}
+
+// Expired is closed at once for holds made after ExpireHolds(true).
+func (h *Hold) Expired() <-chan struct{} { return h.expired }
+
+// Release ends the hold; it fails for a hold that expired.
+func (h *Hold) Release() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.released = true
+	select {
+	case <-h.expired:
+		return errors.New("writes were held for the longest allowed time and released before the hold was over")
+	default:
+		return nil
+	}
+}
+
+// Released reports whether Release was called.
+func (h *Hold) Released() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.released
+}
+
+// HoldWrites records a hold of the volumes, or fails with the error given
+// to FailHolds.
+func (e *Exporter) HoldWrites(ctx context.Context, volumes []string, limit time.Duration) (api.WriteHold, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.holdErr != nil {
+		return nil, e.holdErr
+	}
+	h := &Hold{Volumes: slices.Clone(volumes), Limit: limit, expired: make(chan struct{})}
+	if e.expire {
+		close(h.expired)
+	}
+	e.holds = append(e.holds, h)
+	return h, nil
+}
+
+// FailHolds makes HoldWrites fail with err (nil: succeed again).
+func (e *Exporter) FailHolds(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.holdErr = err
+}
+
+// ExpireHolds makes new holds end at once, as at their time limit.
+func (e *Exporter) ExpireHolds(expire bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.expire = expire
+}
+
+// Holds returns the holds made so far, oldest first.
+func (e *Exporter) Holds() []*Hold {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.holds)
 }
 
 // NewExporter returns an Exporter with nothing exported.

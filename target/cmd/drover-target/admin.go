@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,7 +16,8 @@ import (
 	"github.com/drover/terraform-provider-drover/target/server"
 )
 
-// admin runs `volume`, `snapshot` and `session` subcommands against the API.
+// admin runs `volume`, `snapshot`, `snapshot-set` and `session` subcommands
+// against the API.
 func admin(ctx context.Context, noun string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintf(stderr, "%s needs a subcommand\n\n%s", noun, usage)
@@ -31,6 +33,18 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 	var initiators []string
 	fs.Func("initiator", "volume create: an initiator IQN allowed to log in (repeat for more)", func(s string) error {
 		initiators = append(initiators, s)
+		return nil
+	})
+	labels := map[string]string{}
+	fs.Func("label", "snapshot-set ls: only sets with this label, KEY=VALUE (repeat: all must match)", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("%q: give KEY=VALUE, e.g. --label drover.io/vm=web-1", s)
+		}
+		if old, dup := labels[k]; dup && old != v {
+			return fmt.Errorf("%q: label %s is already given as %q", s, k, old)
+		}
+		labels[k] = v
 		return nil
 	})
 	pos, err := parseInterleaved(fs, args[1:])
@@ -157,6 +171,26 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 			return err
 		}
 		fmt.Fprintf(tw, "deleted snapshot %s\n", pos[0])
+	case "snapshot-set ls":
+		if err := want(0, "no arguments"); err != nil {
+			return err
+		}
+		sets, err := c.ListSnapshotSets(ctx, labels)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "ID\tCREATED\tSNAPSHOTS\tMETHOD\tHOLD_MS\tLABELS\tATTACHMENTS")
+		for _, s := range sets {
+			printSnapshotSet(tw, s)
+		}
+	case "snapshot-set rm":
+		if err := want(1, "ID"); err != nil {
+			return err
+		}
+		if err := c.DeleteSnapshotSet(ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "deleted snapshot set %s and its snapshots\n", pos[0])
 	case "session ls":
 		if err := want(0, "no arguments"); err != nil {
 			return err
@@ -193,4 +227,27 @@ func printVolume(w io.Writer, v storage.Volume) {
 
 func printSnapshot(w io.Writer, s storage.Snapshot) {
 	fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", s.ID, s.Volume, s.SizeMiB, s.Method, s.CreatedAt.Format(time.RFC3339))
+}
+
+func printSnapshotSet(w io.Writer, s storage.SnapshotSet) {
+	snaps := make([]string, 0, len(s.Snapshots))
+	for _, sn := range s.Snapshots {
+		snaps = append(snaps, sn.ID)
+	}
+	keys := make([]string, 0, len(s.Labels))
+	for k := range s.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	labels := make([]string, 0, len(keys))
+	for _, k := range keys {
+		labels = append(labels, k+"="+s.Labels[k])
+	}
+	orDash := func(l []string) string {
+		if len(l) == 0 {
+			return "-"
+		}
+		return strings.Join(l, ",")
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.CreatedAt.Format(time.RFC3339), orDash(snaps), s.Method, s.HoldMS, orDash(labels), orDash(s.Attachments))
 }

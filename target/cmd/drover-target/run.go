@@ -33,6 +33,8 @@ Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the toke
   drover-target snapshot ls VOLUME
   drover-target snapshot create VOLUME
   drover-target snapshot rm ID
+  drover-target snapshot-set ls [--label KEY=VALUE]...
+  drover-target snapshot-set rm ID
   drover-target session ls
 `
 
@@ -46,7 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
-	case "volume", "snapshot", "session":
+	case "volume", "snapshot", "snapshot-set", "session":
 		return admin(ctx, args[0], args[1:], getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drover/terraform-provider-drover/internal/storage"
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
 )
@@ -74,6 +75,52 @@ func TestTheAdminCLIManagesVolumesSnapshotsAndSessions(t *testing.T) {
 	mustCLI(t, srv, "volume", "rm", "web-1", "--force")
 	if out = mustCLI(t, srv, "volume", "ls"); strings.Contains(out, "web-1") {
 		t.Errorf("volume ls after rm = %q, want no web-1", out)
+	}
+}
+
+func TestTheAdminCLIListsAndRemovesSnapshotSets(t *testing.T) {
+	t.Parallel()
+	srv := apitest.New(t)
+	c, err := storage.New(srv.URL, apitest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, name := range []string{"web-boot", "web-data", "db"} {
+		mustCLI(t, srv, "volume", "create", name, "1")
+	}
+	web, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"web-boot", "web-data"}, Labels: map[string]string{"vm": "web"}, Attachments: map[string]string{"domain.xml": "<domain/>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"db"}, Labels: map[string]string{"vm": "db"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mustCLI(t, srv, "snapshot-set", "ls")
+	for _, want := range []string{web.ID, db.ID, "web-boot.1,web-data.2", "vm=web", "domain.xml", "HOLD_MS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("snapshot-set ls output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, db.ID) > strings.Index(out, web.ID) {
+		t.Errorf("snapshot-set ls lists %s before %s, want newest first:\n%s", web.ID, db.ID, out)
+	}
+	if out := mustCLI(t, srv, "snapshot-set", "ls", "--label", "vm=db"); strings.Contains(out, web.ID) || !strings.Contains(out, db.ID) {
+		t.Errorf("snapshot-set ls --label vm=db output = %q, want %s only", out, db.ID)
+	}
+	if _, err := cli(t, srv, "snapshot-set", "ls", "--label", "vm"); !errors.Is(err, errUsage) {
+		t.Errorf("--label without a value: %v, want a usage error", err)
+	}
+	if _, err := cli(t, srv, "snapshot", "rm", "web-boot.1"); err == nil || !strings.Contains(err.Error(), "delete the set") {
+		t.Errorf("snapshot rm of a set's snapshot: %v, want a refusal saying to delete the set", err)
+	}
+	mustCLI(t, srv, "snapshot-set", "rm", web.ID)
+	if out := mustCLI(t, srv, "snapshot-set", "ls"); strings.Contains(out, web.ID) {
+		t.Errorf("snapshot-set ls after rm = %q, want no %s", out, web.ID)
+	}
+	if _, err := cli(t, srv, "snapshot-set", "rm", web.ID); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("second snapshot-set rm: %v, want one saying it does not exist", err)
 	}
 }
 

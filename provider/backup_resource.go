@@ -1,0 +1,474 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/storage"
+)
+
+// Default timeouts of drover_backup; an export of large disks takes the
+// longest.
+const (
+	defaultBackupCreateTimeout = 60 * time.Minute
+	defaultBackupDeleteTimeout = 5 * time.Minute
+	// releaseTimeout bounds resuming or thawing the guest after the cut,
+	// whatever is left of the operation's own time.
+	releaseTimeout = time.Minute
+)
+
+// The labels a backup's snapshot set carries on the target: what the
+// backup resource and the drover_backups data source read back.
+const (
+	labelVMID        = "drover.vm-id"
+	labelVMName      = "drover.vm-name"
+	labelConsistency = "drover.consistency"
+	labelPauseMS     = "drover.pause-ms"
+	labelQuiesced    = "drover.quiesced"
+	// domainAttachment is the name of the domain XML kept with a backup.
+	domainAttachment = "domain.xml"
+)
+
+var (
+	_ resource.Resource                = (*backupResource)(nil)
+	_ resource.ResourceWithConfigure   = (*backupResource)(nil)
+	_ resource.ResourceWithModifyPlan  = (*backupResource)(nil)
+	_ resource.ResourceWithImportState = (*backupResource)(nil)
+)
+
+// NewBackupResource returns the drover_backup resource.
+func NewBackupResource() resource.Resource { return &backupResource{} }
+
+// backupHosts is what drover_backup needs of the hypervisors.
+type backupHosts interface {
+	Locate(ctx context.Context, hosts map[string]string, vm string) ([]hypervisor.Location, error)
+	ReadVM(ctx context.Context, uri, vm string) (hypervisor.VM, hypervisor.Domain, error)
+	DomainXML(ctx context.Context, uri, vm string) (string, error)
+	Quiesce(ctx context.Context, uri, vm string, useAgent bool) (hypervisor.Quiesced, func(context.Context) (time.Duration, error), error)
+}
+
+var _ backupHosts = (*hypervisor.Pool)(nil)
+
+type backupResource struct {
+	data  *providerData
+	hosts backupHosts
+}
+
+type backupModel struct {
+	ID          types.String   `tfsdk:"id"`
+	VMID        types.String   `tfsdk:"vm_id"`
+	VMName      types.String   `tfsdk:"vm_name"`
+	Quiesce     types.Bool     `tfsdk:"quiesce"`
+	ExportPath  types.String   `tfsdk:"export_path"`
+	Disks       types.List     `tfsdk:"disks"` // of backupDiskModel
+	CreatedAt   types.String   `tfsdk:"created_at"`
+	Consistency types.String   `tfsdk:"consistency"`
+	PauseMS     types.Int64    `tfsdk:"pause_ms"`
+	Timeouts    timeouts.Value `tfsdk:"timeouts"`
+}
+
+var backupDiskAttrTypes = map[string]attr.Type{
+	"volume_id": types.StringType, "snapshot_id": types.StringType, "size_mib": types.Int64Type,
+}
+
+func (r *backupResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_backup"
+}
+
+func (r *backupResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A backup of a whole VM: every disk cut at one instant, plus the VM's " +
+			"definition, kept on the storage box as snapshots that outlive the VM and its volumes. " +
+			"A running VM's filesystems are frozen through the QEMU guest agent when one answers " +
+			"(`consistency = \"filesystem\"`); otherwise the VM is paused for the instant of the cut " +
+			"(`consistency = \"crash\"`, as after a power cut; `pause_ms` says how long). Destroying " +
+			"the resource deletes its snapshots and nothing else. Restore with a `drover_volume` per " +
+			"disk whose `source.snapshot_id` is the disk's `snapshot_id` (or `source.file`, an exported " +
+			"image) and a new `drover_vm` using them.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				MarkdownDescription: "The backup's id: its snapshot set on the target.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"vm_id": schema.StringAttribute{
+				MarkdownDescription: "The `id` of the `drover_vm` to back up (its domain UUID). " +
+					"Changing it makes a new backup.",
+				Required:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"vm_name": schema.StringAttribute{
+				MarkdownDescription: "The VM's name when it was backed up.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"quiesce": schema.BoolAttribute{
+				MarkdownDescription: "Freeze the guest's filesystems with the QEMU guest agent when " +
+					"one answers, so that the backup is filesystem-consistent; without an agent (or " +
+					"with `false`) the VM is paused briefly instead. Defaults to `true`.",
+				Optional:      true,
+				Computed:      true,
+				Default:       booldefault.StaticBool(true),
+				PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
+			},
+			"export_path": schema.StringAttribute{
+				MarkdownDescription: "A folder on the machine running Terraform to copy the backup " +
+					"into: the domain XML (`domain.xml`), each disk as a sparse raw image " +
+					"(`<volume>.raw`) and `manifest.json` with the SHA-256 of every file. It must not " +
+					"exist or be empty. Destroying the backup leaves the export where it is.",
+				Optional:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"disks": schema.ListNestedAttribute{
+				MarkdownDescription: "The VM's disks, in its order: the volume, its snapshot in this " +
+					"backup, and its size.",
+				Computed:      true,
+				PlanModifiers: []planmodifier.List{listplanmodifier.UseStateForUnknown()},
+				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
+					"volume_id":   schema.StringAttribute{MarkdownDescription: "The disk's volume.", Computed: true},
+					"snapshot_id": schema.StringAttribute{MarkdownDescription: "The snapshot of it.", Computed: true},
+					"size_mib":    schema.Int64Attribute{MarkdownDescription: "Its size in MiB.", Computed: true},
+				}},
+			},
+			"created_at": schema.StringAttribute{
+				MarkdownDescription: "When the disks were cut (RFC 3339).",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"consistency": schema.StringAttribute{
+				MarkdownDescription: "`filesystem` (the guest agent froze the filesystems, or the VM " +
+					"was shut down cleanly) or `crash` (the VM was paused, or had been powered off: the " +
+					"disks are as after a power cut, all at the same instant).",
+				Computed:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"pause_ms": schema.Int64Attribute{
+				MarkdownDescription: "How long the guest stood still (paused or frozen), in " +
+					"milliseconds; 0 for a VM that was not running.",
+				Computed:      true,
+				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
+			},
+			"timeouts": timeouts.AttributesAll(ctx),
+		},
+	}
+}
+
+func (r *backupResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	if req.ProviderData == nil {
+		return
+	}
+	data, ok := req.ProviderData.(*providerData)
+	if !ok {
+		resp.Diagnostics.AddError("Unable to configure drover_backup",
+			fmt.Sprintf("Unexpected provider data %T: this is a bug in the provider.", req.ProviderData))
+		return
+	}
+	hosts, ok := data.hosts.(backupHosts)
+	if !ok {
+		resp.Diagnostics.AddError("Unable to configure drover_backup",
+			fmt.Sprintf("The provider's hypervisor %T cannot back up VMs: this is a bug in the provider.", data.hosts))
+		return
+	}
+	r.data, r.hosts = data, hosts
+}
+
+// ModifyPlan checks a new backup before anything is done: the VM exists,
+// its volumes are on the target, and the export folder is free.
+func (r *backupResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if r.data == nil || req.Plan.Raw.IsNull() || !req.State.Raw.IsNull() {
+		return // not configured, a destroy, or an existing backup
+	}
+	var plan backupModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if !plan.ExportPath.IsNull() && !plan.ExportPath.IsUnknown() {
+		if err := checkExportPath(plan.ExportPath.ValueString()); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("export_path"), "Export folder not usable", err.Error())
+		}
+	}
+	if !known(plan.VMID) || !r.hasStorage(&resp.Diagnostics) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, planLookupTimeout)
+	defer cancel()
+	if _, _, err := r.source(ctx, plan.VMID.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("vm_id"), "Unable to back up VM", err.Error())
+	}
+}
+
+func (r *backupResource) hasStorage(diags *diag.Diagnostics) bool {
+	if r.data.storage == nil {
+		diags.AddError("No storage configured", errNoStorage.Error())
+		return false
+	}
+	return true
+}
+
+// source finds the VM to back up and checks that every disk's volume is on
+// the target, in the VM's disk order.
+func (r *backupResource) source(ctx context.Context, vmID string) (hypervisor.Location, hypervisor.VM, error) {
+	uris := map[string]string{}
+	for _, h := range r.data.config.Hosts {
+		uris[h.Name] = h.URI
+	}
+	locs, err := r.hosts.Locate(ctx, uris, vmID)
+	switch {
+	case len(locs) > 1:
+		return hypervisor.Location{}, hypervisor.VM{}, fmt.Errorf("VM %s is defined on %s and %s: a VM may be "+
+			"defined on one host only; undefine the wrong copy by hand and refresh", vmID, locs[0].Host, locs[1].Host)
+	case len(locs) == 0 && err != nil:
+		return hypervisor.Location{}, hypervisor.VM{}, fmt.Errorf("VM %s is on no host that answered: %w", vmID, err)
+	case len(locs) == 0:
+		return hypervisor.Location{}, hypervisor.VM{}, fmt.Errorf("no VM with id %s on any configured host: "+
+			"vm_id takes the id of a drover_vm (its domain UUID)", vmID)
+	}
+	loc := locs[0]
+	vm, _, err := r.hosts.ReadVM(ctx, loc.URI, vmID)
+	if err != nil {
+		return loc, vm, err
+	}
+	if len(vm.Disks) == 0 {
+		return loc, vm, fmt.Errorf("VM %s has no disks: there is nothing to back up", vm.Name)
+	}
+	for i, d := range vm.Disks {
+		if _, err := r.data.storage.GetVolume(ctx, d.Volume); errors.Is(err, storage.ErrNotFound) {
+			return loc, vm, fmt.Errorf("VM %s's disk %d is volume %q, which is gone from the storage target: "+
+				"the VM cannot read that disk either. Remove the disk from the VM (or restore the volume) "+
+				"and back it up again", vm.Name, i+1, d.Volume)
+		} else if err != nil {
+			return loc, vm, fmt.Errorf("look up volume %q of VM %s: %w", d.Volume, vm.Name, err)
+		}
+	}
+	return loc, vm, nil
+}
+
+func (r *backupResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan backupModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() || !r.hasStorage(&resp.Diagnostics) {
+		return
+	}
+	timeout, diags := plan.Timeouts.Create(ctx, defaultBackupCreateTimeout)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	exportPath := plan.ExportPath.ValueString()
+	if exportPath != "" {
+		if err := checkExportPath(exportPath); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("export_path"), "Export folder not usable", err.Error())
+			return
+		}
+	}
+	set, domainXML, release, err := r.cut(ctx, plan.VMID.ValueString(), plan.Quiesce.ValueBool())
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to back up VM", err.Error())
+		return
+	}
+	if release != "" {
+		// The backup exists; the guest may not run. Keep the backup in the
+		// state and say loudly what to do.
+		resp.Diagnostics.AddError("VM not resumed after its backup", release)
+	}
+	if exportPath != "" && release == "" {
+		if err := exportBackup(ctx, r.data.storage, set, domainXML, exportPath); err != nil {
+			// Nothing half-done: the backup goes with its failed export.
+			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+			defer dcancel()
+			if derr := r.data.storage.DeleteSnapshotSet(dctx, set.ID); derr != nil && !errors.Is(derr, storage.ErrNotFound) {
+				err = fmt.Errorf("%w; deleting the backup's snapshot set %s failed too: %v", err, set.ID, derr)
+			}
+			resp.Diagnostics.AddAttributeError(path.Root("export_path"), "Unable to export backup", err.Error())
+			return
+		}
+	}
+	state, d := backupFromSet(set, plan)
+	resp.Diagnostics.Append(d...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+}
+
+// cut makes the backup: it stills the VM's disks (agent freeze or pause),
+// snapshots them all at one instant with the domain XML attached, and
+// releases the guest. release is "" when the guest was released, else what
+// went wrong and what to do.
+func (r *backupResource) cut(ctx context.Context, vmID string, quiesce bool) (set storage.SnapshotSet, domainXML, release string, err error) {
+	loc, vm, err := r.source(ctx, vmID)
+	if err != nil {
+		return set, "", "", err
+	}
+	if domainXML, err = r.hosts.DomainXML(ctx, loc.URI, vm.UUID); err != nil {
+		return set, "", "", err
+	}
+	volumes := make([]string, len(vm.Disks))
+	for i, d := range vm.Disks {
+		volumes[i] = d.Volume
+	}
+	q, thaw, err := r.hosts.Quiesce(ctx, loc.URI, vm.UUID, quiesce)
+	if err != nil {
+		return set, "", "", err
+	}
+	if q.AgentError != "" {
+		tflog.Info(ctx, "no guest agent answered; pausing the VM instead", map[string]any{"vm": vm.Name, "agent": q.AgentError})
+	}
+	set, err = r.data.storage.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{
+		Volumes: volumes,
+		Labels: map[string]string{
+			labelVMID: vm.UUID, labelVMName: vm.Name, labelConsistency: q.Consistency, labelQuiesced: q.How,
+		},
+		Attachments: map[string]string{domainAttachment: domainXML},
+	})
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer rcancel()
+	held, rerr := thaw(rctx)
+	if q.How != hypervisor.QuiescedStopped {
+		tflog.Info(ctx, "VM stood still for its backup", map[string]any{"vm": vm.Name, "how": q.How,
+			"pause_ms": held.Milliseconds(), "consistency": q.Consistency})
+	}
+	if err != nil {
+		if rerr != nil {
+			err = fmt.Errorf("%w; and the VM could not be released: %v (resume it with virsh resume or "+
+				"virsh domfsthaw on host %s)", err, rerr, loc.Host)
+		}
+		return set, "", "", fmt.Errorf("snapshot the disks of VM %s: %w", vm.Name, err)
+	}
+	if rerr != nil {
+		release = fmt.Sprintf("The backup %s was made, but VM %s on host %s could not be released after it: %v. "+
+			"Resume it by hand (virsh resume %s, or virsh domfsthaw %s after a freeze).",
+			set.ID, vm.Name, loc.Host, rerr, vm.Name, vm.Name)
+	}
+	// The pause is known only now: the set keeps it as a label too, for the
+	// data source and for an import.
+	if set.Labels == nil {
+		set.Labels = map[string]string{}
+	}
+	set.Labels[labelPauseMS] = strconv.FormatInt(held.Milliseconds(), 10)
+	if _, lerr := r.data.storage.SetSnapshotSetLabels(ctx, set.ID, set.Labels); lerr != nil {
+		tflog.Warn(ctx, "could not record the pause on the backup", map[string]any{"backup": set.ID, "error": lerr.Error()})
+	}
+	return set, domainXML, release, nil
+}
+
+// backupFromSet is the state of a backup from its snapshot set on the
+// target; what the set does not hold (quiesce, export_path, timeouts) comes
+// from prior.
+func backupFromSet(set storage.SnapshotSet, prior backupModel) (backupModel, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	out := prior
+	out.ID = types.StringValue(set.ID)
+	out.VMID = types.StringValue(set.Labels[labelVMID])
+	out.VMName = types.StringValue(set.Labels[labelVMName])
+	out.CreatedAt = types.StringValue(set.CreatedAt.UTC().Format(time.RFC3339Nano))
+	out.Consistency = types.StringValue(set.Labels[labelConsistency])
+	pause, _ := strconv.ParseInt(set.Labels[labelPauseMS], 10, 64)
+	out.PauseMS = types.Int64Value(pause)
+	if out.Quiesce.IsNull() || out.Quiesce.IsUnknown() {
+		out.Quiesce = types.BoolValue(true)
+	}
+	disks := make([]attr.Value, len(set.Snapshots))
+	for i, s := range set.Snapshots {
+		disks[i] = types.ObjectValueMust(backupDiskAttrTypes, map[string]attr.Value{
+			"volume_id": types.StringValue(s.Volume), "snapshot_id": types.StringValue(s.ID),
+			"size_mib": types.Int64Value(s.SizeMiB),
+		})
+	}
+	list, d := types.ListValue(types.ObjectType{AttrTypes: backupDiskAttrTypes}, disks)
+	diags.Append(d...)
+	out.Disks = list
+	return out, diags
+}
+
+func (r *backupResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state backupModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || !r.hasStorage(&resp.Diagnostics) {
+		return
+	}
+	set, err := r.data.storage.GetSnapshotSet(ctx, state.ID.ValueString())
+	if errors.Is(err, storage.ErrNotFound) {
+		tflog.Warn(ctx, "backup is gone from the target; removing it from the state", map[string]any{"backup": state.ID.ValueString()})
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to read backup", err.Error())
+		return
+	}
+	if set.Labels[labelVMID] == "" {
+		resp.Diagnostics.AddError("Not a Drover backup",
+			fmt.Sprintf("Snapshot set %s on the target has no %s label: it was not made by drover_backup.", set.ID, labelVMID))
+		return
+	}
+	out, d := backupFromSet(set, state)
+	resp.Diagnostics.Append(d...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, out)...)
+}
+
+// Update has nothing to do: every setting of a backup replaces it.
+func (r *backupResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan backupModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+}
+
+func (r *backupResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state backupModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || !r.hasStorage(&resp.Diagnostics) {
+		return
+	}
+	timeout, diags := state.Timeouts.Delete(ctx, defaultBackupDeleteTimeout)
+	resp.Diagnostics.Append(diags...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := r.data.storage.DeleteSnapshotSet(ctx, state.ID.ValueString())
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		resp.Diagnostics.AddError("Unable to delete backup", err.Error())
+	}
+}
+
+func (r *backupResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+}
+
+// checkExportPath fails unless dir is a folder that is empty or can be made.
+func checkExportPath(dir string) error {
+	if dir == "" {
+		return errors.New("export_path is empty: leave it out, or name a folder")
+	}
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("export_path %q: %w", dir, err)
+	case len(entries) > 0:
+		return fmt.Errorf("export_path %q is not empty (it has %s): an export never overwrites files. "+
+			"Name a new folder", dir, entries[0].Name())
+	}
+	return nil
+}
