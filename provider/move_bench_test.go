@@ -227,22 +227,25 @@ func benchVM(b *testing.B, ctx context.Context, r *vmResource, info lab.Info, na
 	return loc
 }
 
-// benchRemoveVM removes the VM from every host and its disk from the
-// target, whatever state they are in.
-func benchRemoveVM(r *vmResource, info lab.Info, name string) {
+// benchRemoveVM removes the VM from every host and the volumes (by default
+// its disk, name-disk) from the target, whatever state they are in.
+func benchRemoveVM(r *vmResource, info lab.Info, name string, volumes ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	pool := r.hosts.(*hypervisor.Pool)
 	for _, uri := range []string{info.AlphaURI, info.BetaURI} {
 		_ = pool.Remove(ctx, uri, name)
 	}
+	if len(volumes) == 0 {
+		volumes = []string{name + "-disk"}
+	}
 	// The target sees the guest's sessions end a moment after the guest.
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		err := r.storage.DeleteVolume(ctx, name+"-disk", false)
-		if err == nil || errors.Is(err, storage.ErrNotFound) {
-			return
+	for _, v := range volumes {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			err := r.storage.DeleteVolume(ctx, v, false)
+			if err == nil || errors.Is(err, storage.ErrNotFound) {
+				break
+			}
 		}
-		time.Sleep(500 * time.Millisecond)
 	}
 }

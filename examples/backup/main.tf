@@ -1,10 +1,5 @@
-# Whole-VM backup and restore on the local lab (make lab first):
-#
-#   export TF_CLI_CONFIG_FILE=$PWD/../../.lab/terraformrc
-#   terraform apply -var-file=../../.lab/lab.tfvars                  # app + its backup
-#   terraform apply -var-file=../../.lab/lab.tfvars -var restore=true # + a restored copy
-#
-# See README.md for what to look at.
+# Whole-VM backup and restore on the local lab (make lab first); README.md
+# walks through it.
 
 terraform {
   required_providers {
@@ -27,6 +22,10 @@ variable "storage_token" {
 variable "restore" {
   type    = bool
   default = false
+}
+variable "export_path" {
+  type    = string
+  default = null
 }
 
 provider "drover" {
@@ -67,11 +66,11 @@ resource "drover_vm" "app" {
   placement = { host = "alpha" }
 }
 
-# Both disks cut at one instant, the definition kept with them, and a copy
-# exported next to this file.
+# Both disks cut at one instant, the definition kept with them. Setting
+# export_path (a new, empty folder) takes a new backup and copies it there.
 resource "drover_backup" "app" {
   vm_id       = drover_vm.app.id
-  export_path = "${path.module}/export"
+  export_path = var.export_path
 }
 
 # Restore: a volume per disk from the backup's snapshots, and a new VM on
