@@ -380,7 +380,9 @@ func backupFromSet(set storage.SnapshotSet, prior backupModel) (backupModel, dia
 	var diags diag.Diagnostics
 	out := prior
 	out.ID = types.StringValue(set.ID)
-	out.VMID = types.StringValue(set.Labels[labelVMID])
+	if out.VMID.IsNull() || out.VMID.IsUnknown() { // imported: vm_id as the set knows it
+		out.VMID = types.StringValue(set.Labels[labelVMID])
+	}
 	out.VMName = types.StringValue(set.Labels[labelVMName])
 	out.CreatedAt = types.StringValue(set.CreatedAt.UTC().Format(time.RFC3339Nano))
 	out.Consistency = types.StringValue(set.Labels[labelConsistency])

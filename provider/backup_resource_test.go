@@ -214,6 +214,14 @@ resource "drover_vm" "restored" {
 				),
 			},
 			{
+				// Import by id gives the same backup.
+				Config:                  l.backupConfig(name, backup),
+				ResourceName:            "drover_backup.b",
+				ImportState:             true,
+				ImportStateVerify:       true,
+				ImportStateVerifyIgnore: []string{"export_path", "timeouts"},
+			},
+			{
 				// Restored beside the original: new name, new UUID; it
 				// resumes after exactly the backed-up pair, while the
 				// original has written more since.
