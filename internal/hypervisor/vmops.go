@@ -157,12 +157,17 @@ func (p *Pool) Start(ctx context.Context, uri, vm string) (Domain, error) {
 	return out, nil
 }
 
-// shutdownPoll is how often Shutdown looks whether the guest is off.
-const shutdownPoll = 250 * time.Millisecond
+// shutdownPoll is how often Shutdown looks whether the guest is off, and
+// shutdownRepress how often it presses the power button again meanwhile.
+const (
+	shutdownPoll    = 250 * time.Millisecond
+	shutdownRepress = 5 * time.Second
+)
 
 // Shutdown asks the guest of the VM named by UUID or name on the host at
-// uri to power off (ACPI power button) and waits up to grace for it; a
-// guest still running then is powered off hard. forced tells which
+// uri to power off (ACPI power button, pressed again every few seconds, as
+// a guest that is still booting misses a press) and waits up to grace for
+// it; a guest still running then is powered off hard. forced tells which
 // happened. A VM that is not running is not an error.
 func (p *Pool) Shutdown(ctx context.Context, uri, vm string, grace time.Duration) (forced bool, err error) {
 	err = p.onDomain(ctx, uri, vm, func(dom *libvirt.Domain) error {
@@ -173,9 +178,15 @@ func (p *Pool) Shutdown(ctx context.Context, uri, vm string, grace time.Duration
 			return fmt.Errorf("ask the guest to power off: %s", errorMessage(err))
 		}
 		deadline := time.Now().Add(grace)
+		again := time.Now().Add(shutdownRepress)
 		for time.Now().Before(deadline) {
 			if !isActive(dom) {
 				return nil
+			}
+			// A guest still booting misses the press: press again.
+			if time.Now().After(again) {
+				_ = dom.Shutdown()
+				again = time.Now().Add(shutdownRepress)
 			}
 			select {
 			case <-ctx.Done():
