@@ -546,6 +546,11 @@ func TestAccDiskIsPluggedIntoARunningGuestAndOutAgain(t *testing.T) {
 	if err := env.pool.DetachDisk(ctx, alpha, vm.Name, "vdb"); err != nil {
 		t.Fatal(err)
 	}
+	// Detached means let go of: the volume is no longer in use, and can be
+	// deleted at once without force.
+	if err := env.store.DeleteVolume(ctx, data.Name, false); err != nil {
+		t.Fatalf("delete the unplugged volume right after the detach: %v", err)
+	}
 	defined, _, err = env.pool.ReadVM(ctx, alpha, vm.Name)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -401,6 +402,7 @@ func (p *Pool) DetachDisk(ctx context.Context, uri, vm, target string) error {
 		if err != nil {
 			return err
 		}
+		live := isActive(dom)
 		if err := dom.DetachDeviceFlags(xml, deviceFlags(dom)); err != nil {
 			return errors.New(errorMessage(err))
 		}
@@ -408,12 +410,53 @@ func (p *Pool) DetachDisk(ctx context.Context, uri, vm, target string) error {
 		if err != nil {
 			return err
 		}
-		return writeMetadata(dom, spec)
+		if err := writeMetadata(dom, spec); err != nil {
+			return err
+		}
+		if live {
+			return waitUnplugged(ctx, dom, target)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("detach disk %s from vm %s on %s: %w", target, vm, uri, err)
 	}
 	return nil
+}
+
+// unplugTimeout bounds how long DetachDisk waits for a running guest to let
+// go of a disk.
+const unplugTimeout = 60 * time.Second
+
+// waitUnplugged waits until the running domain no longer has the disk
+// target: libvirt asks the guest to release a disk and returns; until the
+// guest has, QEMU keeps the disk (and its iSCSI session) open.
+func waitUnplugged(ctx context.Context, dom *libvirt.Domain, target string) error {
+	deadline := time.Now().Add(unplugTimeout)
+	for {
+		x, err := dom.GetXMLDesc(0)
+		if err != nil {
+			return fmt.Errorf("read the running domain: %s", errorMessage(err))
+		}
+		var d libvirtxml.Domain
+		if err := d.Unmarshal(x); err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(d.Devices.Disks, func(disk libvirtxml.DomainDisk) bool {
+			return disk.Target != nil && disk.Target.Dev == target
+		}) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the guest has not released the disk after %s: it is out of the VM's definition, "+
+				"but stays attached (and its volume in use) until the guest lets go of it or the VM restarts", unplugTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the guest to release the disk: %w", context.Cause(ctx))
+		case <-time.After(shutdownPoll):
+		}
+	}
 }
 
 // AttachNIC adds network interface n to the VM named by UUID or name on the
