@@ -53,8 +53,9 @@ type Exporter interface {
 }
 
 // Holder is implemented by exporters that can hold writes to volumes, so
-// that a snapshot set is cut at one instant. An exporter without it (a test
-// fake, an engine that cannot) gets sets cut without a hold.
+// that a snapshot, or a snapshot set, is cut at one instant. An exporter
+// without it (a test fake, an engine that cannot) gets them cut without a
+// hold.
 type Holder interface {
 	// HoldWrites stops the commands that change data on the named volumes,
 	// waits for those running to finish (giving up with an error at limit),
@@ -71,8 +72,8 @@ type WriteHold interface {
 	Release() error
 }
 
-// DefaultMaxHold bounds how long writes are held for a snapshot set,
-// draining included: no initiator waits longer.
+// DefaultMaxHold bounds how long writes are held for a snapshot or a
+// snapshot set, draining included: no initiator waits longer.
 const DefaultMaxHold = 10 * time.Second
 
 // Config configures an API.
@@ -83,8 +84,8 @@ type Config struct {
 	IQNPrefix string // default DefaultIQNPrefix
 	Logger    *slog.Logger
 	Metrics   http.Handler // served at GET /metrics (behind the token); nil: 404
-	// MaxHold bounds the write hold of a snapshot set; default
-	// DefaultMaxHold.
+	// MaxHold bounds the write hold of a snapshot or a snapshot set;
+	// default DefaultMaxHold.
 	MaxHold time.Duration
 }
 

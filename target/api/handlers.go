@@ -175,7 +175,11 @@ func (a *API) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	s, err := a.store.CreateSnapshot(r.Context(), name)
+	var freeze store.Freeze
+	if h, ok := a.exporter.(Holder); ok {
+		freeze = a.freeze(h, []string{name}, "snapshot")
+	}
+	s, err := a.store.CreateSnapshot(r.Context(), name, freeze)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -18,7 +18,7 @@ func (a *API) createSnapshotSet(w http.ResponseWriter, r *http.Request) {
 	}
 	sreq := store.SetRequest{Volumes: req.Volumes, Labels: req.Labels, Attachments: req.attachments()}
 	if h, ok := a.exporter.(Holder); ok {
-		sreq.Freeze = a.freeze(h, req.Volumes)
+		sreq.Freeze = a.freeze(h, req.Volumes, "snapshot set")
 	}
 	set, err := a.store.CreateSnapshotSet(r.Context(), sreq)
 	if err != nil {
@@ -30,15 +30,19 @@ func (a *API) createSnapshotSet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, snapshotSetJSON(set))
 }
 
-// freeze holds the writes to volumes for the cut of a snapshot set, for at
-// most a.maxHold. The cut's context ends when the hold does, so that a copy
-// that outlasts the hold stops, and a hold that did not last discards the
-// set: its snapshots would not be of one instant.
-func (a *API) freeze(h Holder, volumes []string) func(context.Context) (context.Context, func() error, error) {
+// freeze holds the writes to volumes for the cut of what (a "snapshot" or
+// a "snapshot set"), for at most a.maxHold. The cut's context ends when the
+// hold does, so that a copy that outlasts the hold stops, and a hold that
+// did not last discards what was cut: it would not be of one instant.
+func (a *API) freeze(h Holder, volumes []string, what string) store.Freeze {
+	advice := "a data directory on a filesystem with reflinks (XFS, btrfs) makes the cut instant; otherwise raise the daemon's --max-hold"
+	if len(volumes) > 1 {
+		advice += ", or snapshot fewer or smaller volumes together"
+	}
 	return func(ctx context.Context) (context.Context, func() error, error) {
 		hold, err := h.HoldWrites(ctx, volumes, a.maxHold)
 		if err != nil {
-			return nil, nil, badf(http.StatusServiceUnavailable, "%v; the snapshot set was not created", err)
+			return nil, nil, badf(http.StatusServiceUnavailable, "%v; the %s was not created", err, what)
 		}
 		cut, cancel := context.WithCancel(ctx)
 		go func() {
@@ -51,7 +55,7 @@ func (a *API) freeze(h Holder, volumes []string) func(context.Context) (context.
 		thaw := func() error {
 			defer cancel()
 			if err := hold.Release(); err != nil {
-				return badf(http.StatusServiceUnavailable, "%v: cutting the snapshots took longer than the %s writes may be held, so the snapshot set was not kept; a data directory on a filesystem with reflinks (XFS, btrfs) makes the cut instant, or snapshot fewer or smaller volumes together", err, a.maxHold)
+				return badf(http.StatusServiceUnavailable, "%v: cutting the %s took longer than the %s writes may be held, so it was not kept; %s", err, what, a.maxHold, advice)
 			}
 			return nil
 		}

@@ -263,6 +263,66 @@ func TestASetIsOnlyKeptIfItsWritesWereHeldForTheWholeCut(t *testing.T) {
 	})
 }
 
+func TestASingleSnapshotIsCutUnderAWriteHoldLikeASetOfOne(t *testing.T) {
+	t.Parallel()
+	t.Run("the hold covers the cut and is released", func(t *testing.T) {
+		t.Parallel()
+		srv := apitest.New(t)
+		doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web","size_mib":1}`, http.StatusCreated, nil)
+		var raw map[string]any
+		doJSON(t, srv, "POST", "/v1/volumes/web/snapshots", "", http.StatusCreated, &raw)
+		if _, ok := raw["hold_ms"]; ok || raw["id"] != "web.1" || raw["volume"] != "web" {
+			t.Errorf("snapshot = %v, want web.1 of web as before (no hold_ms)", raw)
+		}
+		holds := srv.Exporter.Holds()
+		if len(holds) != 1 || !reflect.DeepEqual(holds[0].Volumes, []string{"web"}) || !holds[0].Released() || holds[0].Limit != api.DefaultMaxHold {
+			t.Errorf("holds = %+v, want one released hold of [web] for %s", holds, api.DefaultMaxHold)
+		}
+	})
+	for _, tc := range []struct {
+		name      string
+		setup     func(*apitest.Exporter)
+		wantInErr string
+	}{
+		{"a hold that cannot drain fails the snapshot", func(e *apitest.Exporter) {
+			e.FailHolds(errors.New("hold writes: after 10s, writes were still running on web (1 in flight); nothing was held (retry, or pause the VM first)"))
+		}, "still running on web (1 in flight); nothing was held (retry, or pause the VM first); the snapshot was not created"},
+		{"a hold that runs out during the cut discards the snapshot", func(e *apitest.Exporter) {
+			e.ExpireHolds(true)
+		}, "cutting the snapshot took longer than the 10s writes may be held, so it was not kept; a data directory on a filesystem with reflinks (XFS, btrfs) makes the cut instant; otherwise raise the daemon's --max-hold"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := apitest.New(t)
+			doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web","size_mib":1}`, http.StatusCreated, nil)
+			before := snapshotState(t, srv)
+			tc.setup(srv.Exporter)
+			rec := doJSON(t, srv, "POST", "/v1/volumes/web/snapshots", "", http.StatusServiceUnavailable, nil)
+			if msg := errorMessage(t, rec); !strings.Contains(msg, tc.wantInErr) {
+				t.Errorf("error = %q, want it to contain %q", msg, tc.wantInErr)
+			}
+			if after := snapshotState(t, srv); after != before {
+				t.Errorf("state changed:\n got %s\nwant %s", after, before)
+			}
+		})
+	}
+	t.Run("an exporter that cannot hold writes gets the snapshot without a hold", func(t *testing.T) {
+		t.Parallel()
+		st, err := store.Open(t.TempDir(), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		a, err := api.New(api.Config{Store: st, Exporter: holdless{apitest.NewExporter()}, Token: apitest.Token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &apitest.Server{API: a, Store: st}
+		doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web","size_mib":1}`, http.StatusCreated, nil)
+		doJSON(t, srv, "POST", "/v1/volumes/web/snapshots", "", http.StatusCreated, nil)
+	})
+}
+
 func TestSnapshotDataServesRangesAndExtentsListTheData(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)

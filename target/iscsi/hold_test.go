@@ -3,12 +3,18 @@ package iscsi
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/store"
 )
 
 const testInitiator3 = "iqn.2026-11.io.drover.test:initiator-c"
@@ -277,4 +283,123 @@ func TestHoldsOverlapAndTheLastOneOpensTheGate(t *testing.T) {
 		t.Errorf("gate a after a cancelled hold: shut, want open")
 	}
 	a.leave()
+}
+
+// apiEngine serves the engine to the management API as target/server does
+// (api.Exporter and api.Holder), with hooks a test runs while a hold is in
+// force: whileHeld before the API goes on to cut, beforeRelease when the
+// cut is done.
+type apiEngine struct {
+	e                        *Engine
+	whileHeld, beforeRelease func()
+}
+
+var _ api.Holder = (*apiEngine)(nil)
+
+func (a *apiEngine) Add(ex api.Export) error {
+	return a.e.Add(Export{Name: ex.Name, IQN: ex.IQN, LUN: ex.LUN, Path: ex.Path, Initiators: ex.Initiators})
+}
+
+func (a *apiEngine) Update(ex api.Export) error {
+	return a.e.Update(Export{Name: ex.Name, IQN: ex.IQN, LUN: ex.LUN, Path: ex.Path, Initiators: ex.Initiators})
+}
+
+func (a *apiEngine) Remove(name string) error { return a.e.Remove(name) }
+func (a *apiEngine) Sessions() []api.Session  { return nil }
+
+func (a *apiEngine) HoldWrites(ctx context.Context, volumes []string, limit time.Duration) (api.WriteHold, error) {
+	h, err := a.e.Hold(ctx, volumes, limit)
+	if err != nil {
+		return nil, err
+	}
+	if a.whileHeld != nil {
+		a.whileHeld()
+	}
+	return hookedHold{h, a.beforeRelease}, nil
+}
+
+type hookedHold struct {
+	*Hold
+	beforeRelease func()
+}
+
+func (h hookedHold) Release() error {
+	if h.beforeRelease != nil {
+		h.beforeRelease()
+	}
+	return h.Hold.Release()
+}
+
+// TestASnapshotTakenWhileAnInitiatorWritesIsOfOneInstant takes a single
+// snapshot through the management API (copied, not reflinked) while QEMU's
+// initiator writes to the volume: the write issued once the hold is on
+// waits through the whole cut, lands after it, and is not in the snapshot.
+func TestASnapshotTakenWhileAnInitiatorWritesIsOfOneInstant(t *testing.T) {
+	requireTool(t, "qemu-io")
+	e, _ := startEngine(t)
+	st, err := store.Open(t.TempDir(), store.Options{Logger: testLogger(t), NoReflink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eng := &apiEngine{e: e}
+	const token = "hold-test-token"
+	a, err := api.New(api.Config{Store: st, Exporter: eng, Token: token, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(method, path, body string, want int) []byte {
+		t.Helper()
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		rec := httptest.NewRecorder()
+		a.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Fatalf("%s %s: status %d, want %d; body %s", method, path, rec.Code, want, rec.Body)
+		}
+		return rec.Body.Bytes()
+	}
+	call("POST", "/v1/volumes", `{"name":"cut","size_mib":16,"initiators":["`+testInitiator+`","`+testInitiator2+`"]}`, http.StatusCreated)
+	ex := Export{Name: "cut", IQN: api.DefaultIQNPrefix + "cut", LUN: api.LUN}
+	mustSucceed(t, "write before the snapshot", <-runQemuIO(t, e, ex, testInitiator, "write -P 0x11 0 2M", "flush"))
+
+	var during <-chan toolResult
+	var released time.Time
+	eng.whileHeld = func() {
+		during = runQemuIO(t, e, ex, testInitiator2, "write -P 0x22 0 64k", "flush")
+		waitForHeldWrites(t, e, "cut", 1)
+	}
+	eng.beforeRelease = func() {
+		notYet(t, "the write issued during the cut", during)
+		released = time.Now()
+	}
+	var snap api.Snapshot
+	if err := json.Unmarshal(call("POST", "/v1/volumes/cut/snapshots", "", http.StatusCreated), &snap); err != nil {
+		t.Fatal(err)
+	}
+	if during == nil || released.IsZero() {
+		t.Fatalf("the snapshot was cut without a write hold")
+	}
+	r := <-during
+	mustSucceed(t, "the write issued during the cut", r)
+	if r.at.Before(released) {
+		t.Errorf("the write issued during the cut finished at %s, before the release at %s", r.at, released)
+	}
+	s, err := st.GetSnapshot(snap.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readFile(t, s.Path, 0, 2<<20), bytes.Repeat([]byte{0x11}, 2<<20); !bytes.Equal(got, want) {
+		t.Errorf("snapshot (method %s): got %x... at 0, want 2 MiB of 11 from before the cut", s.Method, got[:4])
+	}
+	v, err := st.Get("cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, v.Path, 0, 64<<10); !bytes.Equal(got, bytes.Repeat([]byte{0x22}, 64<<10)) {
+		t.Errorf("volume after the snapshot at 0: got %x..., want the write issued during the cut (22)", got[:4])
+	}
 }

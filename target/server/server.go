@@ -51,7 +51,10 @@ type Config struct {
 	TLSKey      string
 	IQNPrefix   string // default api.DefaultIQNPrefix
 	NoReflink   bool   // always copy for snapshots and clones
-	Logger      *slog.Logger
+	// MaxHold bounds how long writes are held to cut a snapshot or a
+	// snapshot set; default api.DefaultMaxHold.
+	MaxHold time.Duration
+	Logger  *slog.Logger
 	// NewEngine starts the iSCSI engine; nil starts the real one
 	// (package target/iscsi). Tests pass an in-memory engine.
 	NewEngine func(EngineConfig) (Exporter, error)
@@ -159,6 +162,7 @@ func Start(cfg Config) (_ *Server, err error) {
 		Exporter:  s.engine,
 		Token:     cfg.Token,
 		IQNPrefix: cfg.IQNPrefix,
+		MaxHold:   cfg.MaxHold,
 		Logger:    cfg.Logger.With("component", "api"),
 		Metrics:   metrics,
 	})

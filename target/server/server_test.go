@@ -165,6 +165,19 @@ func TestRunStopsWhenTheContextEnds(t *testing.T) {
 	}
 }
 
+func TestMaxHoldBoundsTheWriteHoldOfASnapshot(t *testing.T) {
+	t.Parallel()
+	ex := apitest.NewExporter()
+	cfg := config(t, t.TempDir(), ex)
+	cfg.MaxHold = 90 * time.Second
+	s := start(t, cfg)
+	call(t, s, "POST", "/v1/volumes", `{"name":"vm","size_mib":1}`, http.StatusCreated)
+	call(t, s, "POST", "/v1/volumes/vm/snapshots", "", http.StatusCreated)
+	if holds := ex.Holds(); len(holds) != 1 || holds[0].Limit != cfg.MaxHold {
+		t.Errorf("holds = %+v, want one bounded by %s", holds, cfg.MaxHold)
+	}
+}
+
 func TestTheRealISCSIEngineServesNewVolumes(t *testing.T) {
 	t.Parallel()
 	cfg := config(t, t.TempDir(), nil)
@@ -176,6 +189,7 @@ func TestTheRealISCSIEngineServesNewVolumes(t *testing.T) {
 	if body := call(t, s, "POST", "/v1/snapshot-sets", `{"volumes":["real"]}`, http.StatusCreated); !strings.Contains(body, `"hold_ms": `) {
 		t.Errorf("snapshot set = %s, want one with hold_ms", body)
 	}
+	call(t, s, "POST", "/v1/volumes/real/snapshots", "", http.StatusCreated) // under a hold too
 	if body := call(t, s, "GET", "/v1/sessions", "", http.StatusOK); !strings.Contains(body, `"sessions": []`) {
 		t.Errorf("sessions = %s, want an empty list", body)
 	}

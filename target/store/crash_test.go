@@ -45,7 +45,11 @@ func TestACrashAtAnyStepLeavesTheOldOrTheNewState(t *testing.T) {
 			return s.Delete(context.Background(), "base")
 		}},
 		{"take a snapshot", []string{"snapshot/recorded", "snapshot/file"}, func(s *Store) error {
-			_, err := s.CreateSnapshot(context.Background(), "base")
+			_, err := s.CreateSnapshot(context.Background(), "base", nil)
+			return err
+		}},
+		{"take a snapshot under a freeze", []string{"snapshot/recorded", "snapshot/frozen", "snapshot/file"}, func(s *Store) error {
+			_, err := s.CreateSnapshot(context.Background(), "base", noopFreeze)
 			return err
 		}},
 		{"delete a snapshot", []string{"snapshot-delete/unrecorded"}, func(s *Store) error {

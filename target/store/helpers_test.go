@@ -37,7 +37,7 @@ func mustCreate(t *testing.T, s *Store, name string, sizeMiB int64) Volume {
 
 func mustSnapshot(t *testing.T, s *Store, volume string) Snapshot {
 	t.Helper()
-	snap, err := s.CreateSnapshot(context.Background(), volume)
+	snap, err := s.CreateSnapshot(context.Background(), volume, nil)
 	if err != nil {
 		t.Fatalf("CreateSnapshot(%q): %v", volume, err)
 	}

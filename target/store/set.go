@@ -35,13 +35,9 @@ type SetRequest struct {
 	Volumes     []string
 	Labels      map[string]string
 	Attachments map[string][]byte
-	// Freeze, when set, makes the volumes quiet for the cut. It is called
-	// after the set is recorded and its files are created, just before the
-	// first volume is cloned; thaw is called on every path (error, panic)
-	// right after the last one is, before anything is flushed. The cut
-	// stops when the returned context ends (the freeze ran out of time),
-	// and an error from thaw (the freeze did not last) discards the set.
-	Freeze func(ctx context.Context) (cut context.Context, thaw func() error, err error)
+	// Freeze, when set, makes the volumes quiet for the cut; an error from
+	// its thaw discards the set.
+	Freeze Freeze
 }
 
 type setRecord struct {
@@ -112,16 +108,12 @@ func (s *Store) CreateSnapshotSet(ctx context.Context, req SetRequest) (Snapshot
 		if ins[i], err = os.Open(srcs[i]); err != nil {
 			return fail(fmt.Errorf("snapshot volume %q: %w", rec.Volume, err))
 		}
-		p := s.abs(rec.File)
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fail(err)
-		}
-		if dsts[i], err = os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+		if dsts[i], err = s.createFile(rec.File); err != nil {
 			return fail(fmt.Errorf("snapshot volume %q: %w", rec.Volume, err))
 		}
 	}
 
-	methods, hold, err := s.cut(ctx, req.Freeze, snaps, dsts, ins)
+	methods, hold, err := s.cut(ctx, "set", req.Freeze, snaps, dsts, ins)
 	if err != nil {
 		return fail(err)
 	}
@@ -220,9 +212,10 @@ func (s *Store) recordSet(req SetRequest) (setRecord, []snapshotRecord, []string
 	return set, snaps, srcs, err
 }
 
-// cut clones every volume into its snapshot file under freeze. hold is the
+// cut clones every volume into its snapshot file under freeze, for a
+// snapshot set or a single snapshot (op names the crash step). hold is the
 // time from the freeze to the thaw.
-func (s *Store) cut(ctx context.Context, freeze func(context.Context) (context.Context, func() error, error), snaps []snapshotRecord, dsts, srcs []*os.File) (methods []string, hold time.Duration, err error) {
+func (s *Store) cut(ctx context.Context, op string, freeze Freeze, snaps []snapshotRecord, dsts, srcs []*os.File) (methods []string, hold time.Duration, err error) {
 	cutCtx := ctx
 	if freeze != nil {
 		start := time.Now()
@@ -238,7 +231,7 @@ func (s *Store) cut(ctx context.Context, freeze func(context.Context) (context.C
 				err = terr // the reason the cut was stopped, if it was
 			}
 		}()
-		s.step("set/frozen")
+		s.step(op + "/frozen")
 	}
 	methods = make([]string, len(snaps))
 	for i := range snaps {

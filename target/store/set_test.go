@@ -190,20 +190,30 @@ func TestBadSnapshotSetRequestsAreRefusedAndChangeNothing(t *testing.T) {
 
 func TestAPanicDuringTheCutStillThaws(t *testing.T) {
 	t.Parallel()
-	s := openTestStore(t, t.TempDir(), Options{})
-	mustCreate(t, s, "a", 1)
-	s.crash = func(step string) {
-		if step == "set/frozen" {
-			panic("boom")
+	for _, tc := range []struct {
+		step string
+		cut  func(s *Store, f Freeze)
+	}{
+		{"set/frozen", func(s *Store, f Freeze) {
+			s.CreateSnapshotSet(context.Background(), SetRequest{Volumes: []string{"a"}, Freeze: f})
+		}},
+		{"snapshot/frozen", func(s *Store, f Freeze) { s.CreateSnapshot(context.Background(), "a", f) }},
+	} {
+		s := openTestStore(t, t.TempDir(), Options{})
+		mustCreate(t, s, "a", 1)
+		s.crash = func(step string) {
+			if step == tc.step {
+				panic("boom")
+			}
 		}
-	}
-	f := &recordingFreeze{}
-	func() {
-		defer func() { recover() }()
-		s.CreateSnapshotSet(context.Background(), SetRequest{Volumes: []string{"a"}, Freeze: f.freeze})
-	}()
-	if f.froze != 1 || f.thawed != 1 {
-		t.Errorf("after a panic in the cut: froze %d, thawed %d; want 1 and 1", f.froze, f.thawed)
+		f := &recordingFreeze{}
+		func() {
+			defer func() { recover() }()
+			tc.cut(s, f.freeze)
+		}()
+		if f.froze != 1 || f.thawed != 1 {
+			t.Errorf("after a panic at %s: froze %d, thawed %d; want 1 and 1", tc.step, f.froze, f.thawed)
+		}
 	}
 }
 

@@ -12,11 +12,21 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// Freeze makes volumes quiet for the cut of snapshots (the API holds the
+// writes to them in the iSCSI engine). It is called once the snapshots are
+// recorded and their files created, just before the first volume is
+// cloned; thaw is called on every path (error, panic) right after the last
+// one is, before anything is flushed. The cut stops when the returned
+// context ends (the freeze ran out of time), and an error from thaw (the
+// freeze did not last) discards what was cut.
+type Freeze func(ctx context.Context) (cut context.Context, thaw func() error, err error)
+
 // CreateSnapshot takes a point-in-time copy of a volume: a reflink where the
-// filesystem supports it (instant), a sparse copy otherwise. A copy is
-// point-in-time only if nobody writes to the volume meanwhile; callers
-// pause or freeze the guest around it.
-func (s *Store) CreateSnapshot(ctx context.Context, volume string) (Snapshot, error) {
+// filesystem supports it (instant), a sparse copy otherwise. freeze, when
+// set, keeps the volume quiet for the cut, as for a snapshot set of one
+// volume; without it, a copy is point-in-time only if nobody writes to the
+// volume meanwhile.
+func (s *Store) CreateSnapshot(ctx context.Context, volume string, freeze Freeze) (Snapshot, error) {
 	if err := CheckName(volume); err != nil {
 		return Snapshot{}, err
 	}
@@ -56,26 +66,39 @@ func (s *Store) CreateSnapshot(ctx context.Context, volume string) (Snapshot, er
 		return Snapshot{}, err
 	}
 	s.step("snapshot/recorded")
-
-	fill := func(ctx context.Context, dst *os.File) error {
-		in, err := os.Open(src)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		rec.Method, err = s.cloneInto(ctx, dst, in)
-		return err
-	}
-	if err := s.writeNewFile(ctx, rec.File, rec.SizeMiB*MiB, fill); err != nil {
+	// From here on, a failure removes what was made; a crash leaves it to
+	// Open, which drops a snapshot that is not ready.
+	fail := func(err error) (Snapshot, error) {
 		s.dropSnapshot(rec)
-		return Snapshot{}, fmt.Errorf("snapshot volume %q: %w", volume, err)
+		return Snapshot{}, err
+	}
+
+	in, err := os.Open(src)
+	if err != nil {
+		return fail(fmt.Errorf("snapshot volume %q: %w", volume, err))
+	}
+	defer in.Close()
+	dst, err := s.createFile(rec.File)
+	if err != nil {
+		return fail(fmt.Errorf("snapshot volume %q: %w", volume, err))
+	}
+	defer dst.Close() // after finishFile, a no-op
+	methods, _, err := s.cut(ctx, "snapshot", freeze, []snapshotRecord{rec}, []*os.File{dst}, []*os.File{in})
+	if err != nil {
+		return fail(err)
+	}
+	rec.Method = methods[0]
+	if err := s.finishFile(dst, rec.SizeMiB*MiB); err != nil {
+		return fail(fmt.Errorf("snapshot volume %q: %w", volume, err))
+	}
+	if err := syncDir(s.abs(snapshotsDir)); err != nil {
+		return fail(fmt.Errorf("snapshot volume %q: %w", volume, err))
 	}
 	s.step("snapshot/file")
 
 	rec.State = stateReady
 	if err := s.update(func(_, sb *bolt.Bucket) error { return putSnapshot(sb, rec) }); err != nil {
-		s.dropSnapshot(rec)
-		return Snapshot{}, fmt.Errorf("snapshot volume %q: %w", volume, err)
+		return fail(fmt.Errorf("snapshot volume %q: %w", volume, err))
 	}
 	return s.snapshot(rec), nil
 }

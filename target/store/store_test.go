@@ -357,11 +357,67 @@ func TestSnapshotIDsAreURLSafeAndNeverReused(t *testing.T) {
 func TestSnapshotOfAMissingVolumeFails(t *testing.T) {
 	t.Parallel()
 	s := openTestStore(t, t.TempDir(), Options{})
-	if _, err := s.CreateSnapshot(context.Background(), "ghost"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.CreateSnapshot(context.Background(), "ghost", nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("CreateSnapshot(ghost) error = %v, want ErrNotFound", err)
 	}
 	if got := describe(t, s); got != "" {
 		t.Errorf("store = %q, want empty", got)
+	}
+}
+
+func TestASnapshotIsCutWhileItsVolumeIsFrozen(t *testing.T) {
+	t.Parallel()
+	s := openTestStore(t, t.TempDir(), Options{})
+	v := mustCreate(t, s, "vm", 4)
+	writeAt(t, v.Path, 0, []byte("before"))
+	f := &recordingFreeze{then: func() { writeAt(t, v.Path, 0, []byte("AFTER!")) }}
+	snap, err := s.CreateSnapshot(context.Background(), "vm", f.freeze)
+	if err != nil {
+		t.Fatalf("CreateSnapshot: %v", err)
+	}
+	if f.froze != 1 || f.thawed != 1 {
+		t.Errorf("freeze called %d times, thaw %d times; want 1 and 1", f.froze, f.thawed)
+	}
+	if got := string(readAt(t, snap.Path, 0, 6)); got != "before" {
+		t.Errorf("snapshot = %q, want the content from before the thaw", got)
+	}
+	if snap.Set != "" || snap.Method != MethodCopy {
+		t.Errorf("snapshot = %+v, want one of no set, copied", snap)
+	}
+
+	g := &recordingFreeze{}
+	if _, err := s.CreateSnapshot(context.Background(), "ghost", g.freeze); !errors.Is(err, ErrNotFound) || g.froze != 0 {
+		t.Errorf("snapshot of a missing volume: error %v after %d freezes, want ErrNotFound before any", err, g.froze)
+	}
+}
+
+func TestASnapshotWhoseFreezeFailsIsNotKept(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		freeze recordingFreeze
+		inMsg  string
+	}{
+		{"a freeze that fails", recordingFreeze{freezeErr: errors.New("writes still running")}, "writes still running"},
+		{"a freeze that runs out during the cut", recordingFreeze{expire: true, thawErr: errors.New("held too long")}, "held too long"},
+		{"a freeze that did not last", recordingFreeze{thawErr: errors.New("held too long")}, "held too long"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := openTestStore(t, t.TempDir(), Options{})
+			mustCreate(t, s, "vm", 1)
+			before := describe(t, s)
+			f := tc.freeze
+			if _, err := s.CreateSnapshot(context.Background(), "vm", f.freeze); err == nil || !strings.Contains(err.Error(), tc.inMsg) {
+				t.Errorf("error = %v, want one containing %q", err, tc.inMsg)
+			}
+			if f.froze != 1 || (f.freezeErr == nil && f.thawed != 1) {
+				t.Errorf("froze %d, thawed %d times; want 1 and, after a freeze, 1", f.froze, f.thawed)
+			}
+			if after := describe(t, s); after != before {
+				t.Errorf("store changed:\n got %s\nwant %s", after, before)
+			}
+		})
 	}
 }
 

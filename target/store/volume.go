@@ -140,11 +140,7 @@ func (s *Store) create(ctx context.Context, name string, sizeMiB int64, access A
 // writeNewFile creates rel (replacing a leftover no record claims), lets
 // fill write its content, sizes it and makes it durable.
 func (s *Store) writeNewFile(ctx context.Context, rel string, size int64, fill func(context.Context, *os.File) error) error {
-	p := s.abs(rel)
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := s.createFile(rel)
 	if err != nil {
 		return err
 	}
@@ -165,7 +161,17 @@ func (s *Store) writeNewFile(ctx context.Context, rel string, size int64, fill f
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(p))
+	return syncDir(filepath.Dir(s.abs(rel)))
+}
+
+// createFile creates the file at rel for reading and writing, replacing
+// one that a crash left behind.
+func (s *Store) createFile(rel string) (*os.File, error) {
+	p := s.abs(rel)
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 }
 
 // dropCreating undoes a creation that failed (not crashed) midway.

@@ -183,6 +183,20 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 		for _, s := range sets {
 			printSnapshotSet(tw, s)
 		}
+	case "snapshot-set label":
+		if len(pos) < 2 {
+			return fmt.Errorf("snapshot-set label takes ID KEY=VALUE... (the set's new labels, all of them), got %d argument(s)", len(pos))
+		}
+		labels, err := labelArgs(pos[1:])
+		if err != nil {
+			return err
+		}
+		set, err := c.SetSnapshotSetLabels(ctx, pos[0], labels)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "ID\tCREATED\tSNAPSHOTS\tMETHOD\tHOLD_MS\tLABELS\tATTACHMENTS")
+		printSnapshotSet(tw, set)
 	case "snapshot-set rm":
 		if err := want(1, "ID"); err != nil {
 			return err
@@ -208,6 +222,22 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 		return errUsage
 	}
 	return nil
+}
+
+// labelArgs reads KEY=VALUE arguments; a key may be given once.
+func labelArgs(args []string) (map[string]string, error) {
+	labels := make(map[string]string, len(args))
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q: give KEY=VALUE, e.g. drover.io/vm=web-1", a)
+		}
+		if _, dup := labels[k]; dup {
+			return nil, fmt.Errorf("%q: label %s is given twice", a, k)
+		}
+		labels[k] = v
+	}
+	return labels, nil
 }
 
 func printVolume(w io.Writer, v storage.Volume) {

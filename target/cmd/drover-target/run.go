@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
+	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/server"
 )
 
@@ -21,7 +23,7 @@ const usage = `drover-target: the Drover storage box daemon and its admin CLI.
 Daemon:
   drover-target serve --data-dir DIR --token-file FILE [--iscsi-listen ADDR] [--api-listen ADDR]
                       [--tls-cert FILE --tls-key FILE] [--iqn-prefix PREFIX] [--config FILE]
-                      [--log-level debug|info|warn|error]
+                      [--max-hold DURATION] [--log-level debug|info|warn|error]
 
 Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the token from
 --token-file or $DROVER_STORAGE_TOKEN):
@@ -34,6 +36,7 @@ Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the toke
   drover-target snapshot create VOLUME
   drover-target snapshot rm ID
   drover-target snapshot-set ls [--label KEY=VALUE]...
+  drover-target snapshot-set label ID KEY=VALUE...
   drover-target snapshot-set rm ID
   drover-target session ls
 `
@@ -67,10 +70,29 @@ type fileConfig struct {
 	TLSCert     string `json:"tls_cert"`
 	TLSKey      string `json:"tls_key"`
 	IQNPrefix   string `json:"iqn_prefix"`
+	MaxHold     string `json:"max_hold"` // a Go duration, e.g. "30s"
 	LogLevel    string `json:"log_level"`
 }
 
+// Bounds of --max-hold. Below the floor, writes already running cannot be
+// counted on to drain in time; above the ceiling, the guests' writes would
+// stall for longer than any backup is worth.
+const (
+	maxHoldFloor   = 100 * time.Millisecond
+	maxHoldCeiling = 10 * time.Minute
+)
+
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := serveConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	return server.Run(ctx, cfg)
+}
+
+// serveConfig turns serve's flags and config file into the server's
+// configuration, with a logger on stderr.
+func serveConfig(args []string, stderr io.Writer) (server.Config, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c fileConfig
@@ -82,29 +104,33 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve the API over HTTPS with this certificate")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert")
 	fs.StringVar(&c.IQNPrefix, "iqn-prefix", "", "prefix of the volumes' IQNs (default iqn.2026-11.io.drover:)")
+	fs.StringVar(&c.MaxHold, "max-hold", api.DefaultMaxHold.String(), "longest time writes are held to cut a snapshot or snapshot set, draining included (100ms to 10m)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&configFile, "config", "", "JSON file with the same settings (data_dir, iscsi_listen, ...); flags win")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return server.Config{}, errUsage
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+		return server.Config{}, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
 	if configFile != "" {
 		if err := applyConfigFile(fs, configFile, &c); err != nil {
-			return err
+			return server.Config{}, err
 		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: use debug, info, warn or error", c.LogLevel)
+		return server.Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.LogLevel)
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	maxHold, err := parseMaxHold(c.MaxHold)
+	if err != nil {
+		return server.Config{}, err
+	}
 	token, err := server.ReadTokenFile(c.TokenFile)
 	if err != nil {
-		return err
+		return server.Config{}, err
 	}
-	return server.Run(ctx, server.Config{
+	return server.Config{
 		DataDir:     c.DataDir,
 		ISCSIListen: c.ISCSIListen,
 		APIListen:   c.APIListen,
@@ -112,8 +138,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		TLSCert:     c.TLSCert,
 		TLSKey:      c.TLSKey,
 		IQNPrefix:   c.IQNPrefix,
-		Logger:      logger,
-	})
+		MaxHold:     maxHold,
+		Logger:      slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+	}, nil
+}
+
+// parseMaxHold reads --max-hold (or max_hold in the config file).
+func parseMaxHold(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("--max-hold %q: give a duration such as 10s, 30s or 2m", s)
+	case d < maxHoldFloor:
+		return 0, fmt.Errorf("--max-hold %s is too short: writes already running need time to drain; give at least %s", s, maxHoldFloor)
+	case d > maxHoldCeiling:
+		return 0, fmt.Errorf("--max-hold %s is too long: guests' writes wait that long during a snapshot; give at most %s", s, maxHoldCeiling)
+	}
+	return d, nil
 }
 
 // applyConfigFile fills the settings not given as flags from a JSON file.
@@ -143,6 +184,7 @@ func applyConfigFile(fs *flag.FlagSet, path string, c *fileConfig) error {
 		{"tls-cert", &c.TLSCert, fc.TLSCert},
 		{"tls-key", &c.TLSKey, fc.TLSKey},
 		{"iqn-prefix", &c.IQNPrefix, fc.IQNPrefix},
+		{"max-hold", &c.MaxHold, fc.MaxHold},
 		{"log-level", &c.LogLevel, fc.LogLevel},
 	} {
 		if !set[s.flag] && s.fromFile != "" {

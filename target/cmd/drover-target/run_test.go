@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -124,6 +126,48 @@ func TestTheAdminCLIListsAndRemovesSnapshotSets(t *testing.T) {
 	}
 }
 
+func TestTheAdminCLIReplacesASetsLabels(t *testing.T) {
+	t.Parallel()
+	srv := apitest.New(t)
+	c, err := storage.New(srv.URL, apitest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mustCLI(t, srv, "volume", "create", "web", "1")
+	set, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"web"}, Labels: map[string]string{"drover.io/vm": "web", "kind": "nightly"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mustCLI(t, srv, "snapshot-set", "label", set.ID, "drover.io/vm=web", "kind=keep", "note=")
+	if !strings.Contains(out, set.ID) || !strings.Contains(out, "drover.io/vm=web,kind=keep,note=") {
+		t.Errorf("snapshot-set label output lacks the set with its new labels:\n%s", out)
+	}
+	got, err := c.GetSnapshotSet(ctx, set.ID)
+	if want := map[string]string{"drover.io/vm": "web", "kind": "keep", "note": ""}; err != nil || !reflect.DeepEqual(got.Labels, want) {
+		t.Errorf("labels after snapshot-set label = %v, %v; want %v", got.Labels, err, want)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no labels", []string{set.ID}, "takes ID KEY=VALUE..."},
+		{"a label without a value", []string{set.ID, "kind"}, `"kind": give KEY=VALUE`},
+		{"a label without a key", []string{set.ID, "=x"}, `"=x": give KEY=VALUE`},
+		{"a label given twice", []string{set.ID, "kind=a", "kind=b"}, "label kind is given twice"},
+		{"a key the target refuses", []string{set.ID, "Kind=a"}, `key "Kind"`},
+		{"a set that does not exist", []string{"set-999", "kind=a"}, "does not exist"},
+	} {
+		if _, err := cli(t, srv, append([]string{"snapshot-set", "label"}, tc.args...)...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+	if got, err := c.GetSnapshotSet(ctx, set.ID); err != nil || len(got.Labels) != 3 || got.Labels["kind"] != "keep" {
+		t.Errorf("labels after refused changes = %v, %v; want them unchanged", got.Labels, err)
+	}
+}
+
 func TestTheCLIExplainsWhatIsMissing(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)
@@ -160,6 +204,55 @@ func TestServeRefusesToStartWithoutAToken(t *testing.T) {
 	}
 }
 
+func TestServeTakesMaxHoldFromTheFlagOrTheConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("serve-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		file    string // max_hold in the config file; "" for no file
+		want    time.Duration
+		wantErr string
+	}{
+		{name: "no --max-hold is the default 10s", want: api.DefaultMaxHold},
+		{name: "--max-hold 30s", args: []string{"--max-hold", "30s"}, want: 30 * time.Second},
+		{name: "the bounds themselves are allowed", args: []string{"--max-hold=10m"}, want: 10 * time.Minute},
+		{name: "the config file's max_hold", file: "2m30s", want: 150 * time.Second},
+		{name: "the flag wins over the config file", args: []string{"--max-hold", "100ms"}, file: "2m", want: 100 * time.Millisecond},
+		{name: "under 100ms is refused", args: []string{"--max-hold", "99ms"}, wantErr: "--max-hold 99ms is too short"},
+		{name: "zero is refused", args: []string{"--max-hold", "0"}, wantErr: "--max-hold 0 is too short"},
+		{name: "over 10m is refused", args: []string{"--max-hold", "10m1s"}, wantErr: "--max-hold 10m1s is too long"},
+		{name: "a config file value over 10m is refused", file: "1h", wantErr: "--max-hold 1h is too long"},
+		{name: "a number without a unit is refused", args: []string{"--max-hold", "30"}, wantErr: `--max-hold "30": give a duration such as 10s`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"--data-dir", dir, "--token-file", tokenFile}, tc.args...)
+			if tc.file != "" {
+				config := filepath.Join(t.TempDir(), "drover-target.json")
+				if err := os.WriteFile(config, []byte(`{"max_hold":"`+tc.file+`"}`), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--config", config)
+			}
+			cfg, err := serveConfig(args, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("serve %s: error %v, want one containing %q", strings.Join(args, " "), err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || cfg.MaxHold != tc.want {
+				t.Errorf("serve %s: MaxHold %s, error %v; want %s", strings.Join(args, " "), cfg.MaxHold, err, tc.want)
+			}
+		})
+	}
+}
+
 func freePort(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -179,7 +272,7 @@ func TestServeRunsUntilTheContextEndsAndReadsAConfigFile(t *testing.T) {
 	}
 	apiAddr := freePort(t)
 	config := filepath.Join(dir, "drover-target.json")
-	cfg := `{"data_dir":"` + filepath.Join(dir, "data") + `","api_listen":"` + apiAddr + `","token_file":"` + tokenFile + `","log_level":"warn"}`
+	cfg := `{"data_dir":"` + filepath.Join(dir, "data") + `","api_listen":"` + apiAddr + `","token_file":"` + tokenFile + `","max_hold":"30s","log_level":"warn"}`
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
