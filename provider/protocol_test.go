@@ -77,6 +77,21 @@ func toValue(t *testing.T, typ tftypes.Type, v any) tftypes.Value {
 			vals[k] = toValue(t, typ.ElementType, e)
 		}
 		return tftypes.NewValue(typ, vals)
+	case tftypes.List:
+		var vals []tftypes.Value
+		switch l := v.(type) {
+		case []string:
+			for _, e := range l {
+				vals = append(vals, toValue(t, typ.ElementType, e))
+			}
+		case []any:
+			for _, e := range l {
+				vals = append(vals, toValue(t, typ.ElementType, e))
+			}
+		default:
+			t.Fatalf("toValue: a list needs []string or []any, got %T", v)
+		}
+		return tftypes.NewValue(typ, vals)
 	}
 	switch v := v.(type) {
 	case int:

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -70,9 +69,11 @@ type volumeModel struct {
 	Name     types.String   `tfsdk:"name"`
 	SizeMiB  types.Int64    `tfsdk:"size_mib"`
 	Source   types.Object   `tfsdk:"source"` // volumeSourceModel
-	IQN      types.String   `tfsdk:"iqn"`
-	LUN      types.Int64    `tfsdk:"lun"`
-	Timeouts timeouts.Value `tfsdk:"timeouts"`
+	IQN        types.String   `tfsdk:"iqn"`
+	LUN        types.Int64    `tfsdk:"lun"`
+	Initiators types.List     `tfsdk:"initiators"` // of string
+	CHAPUser   types.String   `tfsdk:"chap_user"`
+	Timeouts   timeouts.Value `tfsdk:"timeouts"`
 }
 
 type volumeSourceModel struct {
@@ -165,6 +166,19 @@ func (r *volumeResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 			"lun": schema.Int64Attribute{
 				MarkdownDescription: "The volume's logical unit number within its target (0).",
 				Computed:            true,
+			},
+			"initiators": schema.ListAttribute{
+				MarkdownDescription: "The iSCSI initiators that may log in to the volume, sorted: one per " +
+					"host of the provider block (`iqn.2026-11.io.drover.host:<host>`). A host added to or " +
+					"removed from the provider block shows here as a change in the next plan, made when " +
+					"it is applied; a refresh only reads it.",
+				Computed:    true,
+				ElementType: types.StringType,
+			},
+			"chap_user": schema.StringAttribute{
+				MarkdownDescription: "The CHAP user the hosts log in as (`drover`); its secret is derived " +
+					"from the storage token and is never shown or stored.",
+				Computed: true,
 			},
 		},
 		Blocks: map[string]schema.Block{"timeouts": volumeTimeouts(ctx)},
@@ -279,6 +293,9 @@ func (r *volumeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	}
 
 	plan.ID, plan.IQN, plan.LUN = state.ID, state.IQN, state.LUN
+	// Access follows the provider block: a host added or removed shows as
+	// a change here, and Update makes it.
+	plan.setAccess(r.data.config.volumeAccess())
 	switch {
 	case cfg.SizeMiB.IsNull():
 		plan.SizeMiB = state.SizeMiB
@@ -298,6 +315,7 @@ func (r *volumeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 // (its name) is known only after apply, so that a VM that refers to a volume
 // id known at plan time can be checked against the storage box then.
 func (r *volumeResource) planCreate(ctx context.Context, plan *volumeModel, cfg volumeModel, diags *diag.Diagnostics) {
+	plan.setAccess(r.data.config.volumeAccess())
 	plan.ID = types.StringUnknown()
 	plan.IQN = types.StringUnknown()
 	plan.LUN = types.Int64Unknown()
@@ -404,16 +422,6 @@ func (r *volumeResource) Read(ctx context.Context, req resource.ReadRequest, res
 	}
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to read volume", fmt.Sprintf("read volume %q: %s", name, err))
-		return
-	}
-	// A host added to the provider since the volume was made must be able
-	// to reach it without any change to the volume's configuration. A
-	// refresh never takes access away: a host gone from the provider block
-	// may still run a VM on this volume (see drover_vm's Read).
-	access := r.data.config.volumeAccess()
-	access.Initiators = slices.Sorted(slices.Values(unique(append(slices.Clone(v.Initiators), access.Initiators...))))
-	if v, err = reconcileAccess(ctx, r.data.storage, v, access); err != nil {
-		resp.Diagnostics.AddError("Unable to update volume access", err.Error())
 		return
 	}
 	state.setFrom(v)
@@ -590,6 +598,25 @@ func (m *volumeModel) setFrom(v storage.Volume) {
 	m.SizeMiB = types.Int64Value(v.SizeMiB)
 	m.IQN = types.StringValue(v.IQN)
 	m.LUN = types.Int64Value(int64(v.LUN))
+	m.Initiators = stringList(slices.Sorted(slices.Values(v.Initiators)))
+	m.CHAPUser = types.StringValue("")
+	if v.CHAP != nil {
+		m.CHAPUser = types.StringValue(v.CHAP.User)
+	}
+}
+
+// setAccess plans the access every volume of this configuration gets.
+func (m *volumeModel) setAccess(a volumeAccess) {
+	m.Initiators = stringList(a.Initiators)
+	m.CHAPUser = types.StringValue(a.CHAPUser)
+}
+
+func stringList(s []string) types.List {
+	vals := make([]attr.Value, len(s))
+	for i, x := range s {
+		vals[i] = types.StringValue(x)
+	}
+	return types.ListValueMust(types.StringType, vals)
 }
 
 func optionalString(s string) types.String {
@@ -700,40 +727,6 @@ func uploadLogger(ctx context.Context, volume string) func(sent, total int64) {
 			"volume": volume, "sent_mib": sent / storage.MiB, "total_mib": total / storage.MiB, "percent": percent,
 		})
 	}
-}
-
-// reconcileAccess gives v the desired access when its initiators or CHAP
-// user differ, and returns the volume as it is then.
-func reconcileAccess(ctx context.Context, c *storage.Client, v storage.Volume, want volumeAccess) (storage.Volume, error) {
-	have := slices.Clone(v.Initiators)
-	sort.Strings(have)
-	if slices.Equal(have, want.Initiators) && v.CHAP != nil && v.CHAP.User == want.CHAPUser {
-		return v, nil
-	}
-	tflog.Info(ctx, "updating volume access", map[string]any{
-		"volume": v.Name, "initiators": want.Initiators, "was": have,
-	})
-	out, err := c.UpdateVolume(ctx, v.Name, storage.UpdateVolumeRequest{
-		Initiators: &want.Initiators,
-		CHAP:       &storage.CHAP{User: want.CHAPUser, Secret: want.CHAPSecret},
-	})
-	if err != nil {
-		return v, fmt.Errorf("give volume %q access for %s: %w", v.Name, strings.Join(want.Initiators, ", "), err)
-	}
-	return out, nil
-}
-
-// unique returns s without repeated elements, in first-seen order.
-func unique(s []string) []string {
-	seen := map[string]bool{}
-	out := s[:0]
-	for _, x := range s {
-		if !seen[x] {
-			seen[x] = true
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 // inUseDetail explains a refused delete: which hosts are logged in to the

@@ -124,6 +124,10 @@ func (a volumeAcc) checkOnTarget(resourceName string, sizeMiB int64) resource.Te
 		if v.CHAP == nil || v.CHAP.User != "drover" {
 			return fmt.Errorf("%s: CHAP on the target %+v, want user drover", v.Name, v.CHAP)
 		}
+		if attrs["initiators.#"] != "2" || attrs["initiators.0"] != want[0] || attrs["initiators.1"] != want[1] || attrs["chap_user"] != "drover" {
+			return fmt.Errorf("%s: state initiators %s [%s %s], chap_user %q; want %q and drover", v.Name,
+				attrs["initiators.#"], attrs["initiators.0"], attrs["initiators.1"], attrs["chap_user"], want)
+		}
 		return nil
 	}
 }

@@ -310,7 +310,7 @@ func TestVolumeWithoutStorageNamesTheStorageBlock(t *testing.T) {
 	wantError(t, resp.Diagnostics, nil, "storage = { endpoint, token, portal }", `provider "drover" block`)
 }
 
-func TestVolumeReadGivesNewHostsAccess(t *testing.T) {
+func TestVolumeRefreshOnlyReadsAndAPlanGivesNewHostsAccess(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	env := newVolumeEnv(t, []string{"alpha", "beta"}, true)
@@ -320,19 +320,53 @@ func TestVolumeReadGivesNewHostsAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := env.server.ReadResource(ctx, &tfprotov6.ReadResourceRequest{
+	// A refresh reads the access as it is and changes nothing.
+	read, err := env.server.ReadResource(ctx, &tfprotov6.ReadResourceRequest{
 		TypeName:     "drover_volume",
 		CurrentState: dynamicValue(t, env.schema, stateOf(old)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantNoDiagnostics(t, resp.Diagnostics)
+	wantNoDiagnostics(t, read.Diagnostics)
 	got, err := env.client.GetVolume(ctx, "old")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !slices.Equal(got.Initiators, []string{hostInitiator("alpha")}) || got.CHAP != nil {
+		t.Fatalf("after a refresh the target has initiators %q and CHAP %+v; want them untouched", got.Initiators, got.CHAP)
+	}
+	nv, err := read.NewState.Unmarshal(env.schema.ValueType())
+	if err != nil {
+		t.Fatal(err)
+	}
+	refreshed := fromValue(t, nv).(obj)
+	if fmt.Sprint(refreshed["initiators"]) != fmt.Sprint([]any{hostInitiator("alpha")}) || refreshed["chap_user"] != "" {
+		t.Errorf("refreshed state has initiators %v, chap_user %q; want what the target has", refreshed["initiators"], refreshed["chap_user"])
+	}
+
+	// The plan shows beta's access coming, and CHAP; the apply makes it.
+	config := obj{"name": "old", "size_mib": 1}
+	plan := env.plan(t, refreshed, config)
+	wantNoDiagnostics(t, plan.Diagnostics)
+	planned := fromValue(t, tftypes.NewValue(env.schema.ValueType(), env.planned(t, plan))).(obj)
 	want := accessFor([]string{"alpha", "beta"}, apitest.Token)
+	if fmt.Sprint(planned["initiators"]) != fmt.Sprint(want.Initiators) || planned["chap_user"] != "drover" {
+		t.Fatalf("planned initiators %v, chap_user %v; want %v and drover", planned["initiators"], planned["chap_user"], want.Initiators)
+	}
+	applied, err := env.server.ApplyResourceChange(ctx, &tfprotov6.ApplyResourceChangeRequest{
+		TypeName:     "drover_volume",
+		PriorState:   dynamicValue(t, env.schema, refreshed),
+		PlannedState: plan.PlannedState,
+		Config:       dynamicValue(t, env.schema, config),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNoDiagnostics(t, applied.Diagnostics)
+	if got, err = env.client.GetVolume(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
 	if slices.Sort(got.Initiators); !slices.Equal(got.Initiators, want.Initiators) {
 		t.Errorf("initiators on the target = %q, want %q", got.Initiators, want.Initiators)
 	}
