@@ -65,10 +65,10 @@ type volumeResource struct {
 
 // volumeModel is a drover_volume as Terraform sends it.
 type volumeModel struct {
-	ID       types.String   `tfsdk:"id"`
-	Name     types.String   `tfsdk:"name"`
-	SizeMiB  types.Int64    `tfsdk:"size_mib"`
-	Source   types.Object   `tfsdk:"source"` // volumeSourceModel
+	ID         types.String   `tfsdk:"id"`
+	Name       types.String   `tfsdk:"name"`
+	SizeMiB    types.Int64    `tfsdk:"size_mib"`
+	Source     types.Object   `tfsdk:"source"` // volumeSourceModel
 	IQN        types.String   `tfsdk:"iqn"`
 	LUN        types.Int64    `tfsdk:"lun"`
 	Initiators types.List     `tfsdk:"initiators"` // of string

@@ -10,104 +10,25 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
-// Volume is a volume on the target.
-type Volume struct {
-	Name       string      `json:"name"`
-	SizeMiB    int64       `json:"size_mib"`
-	IQN        string      `json:"iqn"`
-	LUN        uint64      `json:"lun"`
-	Initiators []string    `json:"initiators"`
-	CHAP       *PublicCHAP `json:"chap,omitempty"`
-	Source     *Source     `json:"source,omitempty"`
-	CreatedAt  time.Time   `json:"created_at"`
-}
-
-// PublicCHAP is what the target tells about a volume's CHAP settings.
-type PublicCHAP struct {
-	User       string `json:"user"`
-	MutualUser string `json:"mutual_user,omitempty"`
-}
-
-// CHAP is the credentials to require at login; the Mutual fields are
-// optional.
-type CHAP struct {
-	User         string `json:"user"`
-	Secret       string `json:"secret"`
-	MutualUser   string `json:"mutual_user,omitempty"`
-	MutualSecret string `json:"mutual_secret,omitempty"`
-}
-
-// Source is what a new volume is cloned from: set one field.
-type Source struct {
-	Volume   string `json:"volume,omitempty"`
-	Snapshot string `json:"snapshot,omitempty"`
-}
-
-// Snapshot is a point-in-time copy of a volume.
-type Snapshot struct {
-	ID        string    `json:"id"`
-	Volume    string    `json:"volume"`
-	SizeMiB   int64     `json:"size_mib"`
-	Method    string    `json:"method"`
-	CreatedAt time.Time `json:"created_at"`
-	Set       string    `json:"set,omitempty"` // the snapshot set it belongs to, if any
-}
-
-// SnapshotSet is snapshots of several volumes cut at one instant (writes
-// to all of them held meanwhile), with labels and attachments: a backup of
-// a VM. Its snapshots are deleted with it, not on their own.
-type SnapshotSet struct {
-	ID          string            `json:"id"`
-	CreatedAt   time.Time         `json:"created_at"`
-	Labels      map[string]string `json:"labels"`
-	Attachments []string          `json:"attachments"` // names; see SnapshotSetAttachment
-	Snapshots   []Snapshot        `json:"snapshots"`   // in the order of the request's volumes
-	Method      string            `json:"method"`      // "copy" if any snapshot was copied, else "reflink"
-	HoldMS      int64             `json:"hold_ms"`     // how long writes to the volumes were held
-}
-
-// CreateSnapshotSetRequest describes a new snapshot set: 1-64 distinct
-// volumes, at most 32 labels (keys of [a-z0-9./_-], values up to 256
-// bytes) and attachments (names like "domain.xml", 1 MiB together).
-type CreateSnapshotSetRequest struct {
-	Volumes     []string          `json:"volumes"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Attachments map[string]string `json:"attachments,omitempty"`
-}
-
-// Extent is a byte range of a snapshot that holds data.
-type Extent struct {
-	Offset int64 `json:"offset"`
-	Length int64 `json:"length"`
-}
-
-// Extents is where a snapshot's data is; the rest reads as zeros.
-type Extents struct {
-	SizeBytes int64    `json:"size_bytes"`
-	Extents   []Extent `json:"extents"` // sorted, not overlapping
-}
-
-// Session is an initiator logged in to a volume.
-type Session struct {
-	Volume     string    `json:"volume"`
-	TargetIQN  string    `json:"target_iqn"`
-	Initiator  string    `json:"initiator"`
-	RemoteAddr string    `json:"remote_addr"`
-	Since      time.Time `json:"since"`
-}
-
-// CreateVolumeRequest describes a new volume. SizeMiB may be 0 with a
-// Source: the clone then has the source's size.
-type CreateVolumeRequest struct {
-	Name       string   `json:"name"`
-	SizeMiB    int64    `json:"size_mib,omitempty"`
-	Initiators []string `json:"initiators,omitempty"`
-	CHAP       *CHAP    `json:"chap,omitempty"`
-	Source     *Source  `json:"source,omitempty"`
-}
+// The API's JSON shapes are declared once, in package wire, for the daemon
+// and the client; these names keep storage.Volume and the rest working.
+type (
+	Volume                   = wire.Volume
+	PublicCHAP               = wire.PublicCHAP
+	CHAP                     = wire.CHAP
+	Source                   = wire.Source
+	Snapshot                 = wire.Snapshot
+	SnapshotSet              = wire.SnapshotSet
+	Extent                   = wire.Extent
+	Extents                  = wire.Extents
+	Session                  = wire.Session
+	CreateVolumeRequest      = wire.CreateVolumeRequest
+	CreateSnapshotSetRequest = wire.CreateSnapshotSetRequest
+)
 
 // UpdateVolumeRequest changes a volume; nil fields stay as they are.
 // Set RemoveCHAP to stop requiring CHAP.
@@ -118,21 +39,21 @@ type UpdateVolumeRequest struct {
 	RemoveCHAP bool
 }
 
+// MarshalJSON writes u as a wire.UpdateVolumeRequest, with "chap": null
+// for RemoveCHAP.
 func (u UpdateVolumeRequest) MarshalJSON() ([]byte, error) {
-	m := map[string]any{}
-	if u.SizeMiB != nil {
-		m["size_mib"] = *u.SizeMiB
-	}
-	if u.Initiators != nil {
-		m["initiators"] = *u.Initiators
-	}
+	body := wire.UpdateVolumeRequest{SizeMiB: u.SizeMiB, Initiators: u.Initiators}
 	switch {
 	case u.RemoveCHAP:
-		m["chap"] = nil
+		body.CHAP = json.RawMessage("null")
 	case u.CHAP != nil:
-		m["chap"] = u.CHAP
+		b, err := json.Marshal(u.CHAP)
+		if err != nil {
+			return nil, err
+		}
+		body.CHAP = b
 	}
-	return json.Marshal(m)
+	return json.Marshal(body)
 }
 
 // Error is an error answer of the API.
@@ -218,9 +139,7 @@ func (c *Client) GetVolume(ctx context.Context, name string) (Volume, error) {
 
 // ListVolumes returns every volume, ordered by name.
 func (c *Client) ListVolumes(ctx context.Context) ([]Volume, error) {
-	var out struct {
-		Volumes []Volume `json:"volumes"`
-	}
+	var out wire.VolumeList
 	err := c.do(ctx, http.MethodGet, "/v1/volumes", nil, &out)
 	return out.Volumes, err
 }
@@ -271,9 +190,7 @@ func (c *Client) CreateSnapshot(ctx context.Context, volume string) (Snapshot, e
 
 // ListSnapshots returns a volume's snapshots, oldest first.
 func (c *Client) ListSnapshots(ctx context.Context, volume string) ([]Snapshot, error) {
-	var out struct {
-		Snapshots []Snapshot `json:"snapshots"`
-	}
+	var out wire.SnapshotList
 	err := c.do(ctx, http.MethodGet, "/v1/volumes/"+url.PathEscape(volume)+"/snapshots", nil, &out)
 	return out.Snapshots, err
 }
@@ -309,9 +226,7 @@ func (c *Client) DownloadSnapshot(ctx context.Context, id string) (io.ReadCloser
 
 // Sessions lists the initiators logged in, on all volumes.
 func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
-	var out struct {
-		Sessions []Session `json:"sessions"`
-	}
+	var out wire.SessionList
 	err := c.do(ctx, http.MethodGet, "/v1/sessions", nil, &out)
 	return out.Sessions, err
 }
@@ -373,9 +288,7 @@ func (c *Client) send(req *http.Request, out any) error {
 
 func apiError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var body struct {
-		Error string `json:"error"`
-	}
+	var body wire.ErrorBody
 	msg := strings.TrimSpace(string(b))
 	if json.Unmarshal(b, &body) == nil && body.Error != "" {
 		msg = body.Error

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // maxAttachment bounds what SnapshotSetAttachment reads: the target keeps
@@ -45,9 +47,7 @@ func (c *Client) ListSnapshotSets(ctx context.Context, labels map[string]string)
 		}
 		p += "?" + q.Encode()
 	}
-	var out struct {
-		SnapshotSets []SnapshotSet `json:"snapshot_sets"`
-	}
+	var out wire.SnapshotSetList
 	err := c.do(ctx, http.MethodGet, p, nil, &out)
 	return out.SnapshotSets, err
 }
@@ -67,9 +67,7 @@ func (c *Client) SetSnapshotSetLabels(ctx context.Context, id string, labels map
 	if labels == nil {
 		labels = map[string]string{} // the target takes a missing or null "labels" for a mistake
 	}
-	body := struct {
-		Labels map[string]string `json:"labels"`
-	}{labels}
+	body := wire.UpdateSnapshotSetRequest{Labels: labels}
 	var s SnapshotSet
 	err := c.do(ctx, http.MethodPatch, "/v1/snapshot-sets/"+url.PathEscape(id), body, &s)
 	return s, err

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -261,7 +262,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeJSON(w, status, wire.ErrorBody{Error: msg})
 }
 
 // fail answers with the status that fits err's kind; its message was

@@ -6,11 +6,12 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, wire.Health{Status: "ok"})
 }
 
 func (a *API) listVolumes(w http.ResponseWriter, r *http.Request) {
@@ -23,7 +24,7 @@ func (a *API) listVolumes(w http.ResponseWriter, r *http.Request) {
 	for _, v := range vols {
 		out = append(out, a.volumeJSON(v))
 	}
-	writeJSON(w, http.StatusOK, map[string][]Volume{"volumes": out})
+	writeJSON(w, http.StatusOK, wire.VolumeList{Volumes: out})
 }
 
 func (a *API) createVolume(w http.ResponseWriter, r *http.Request) {
@@ -35,12 +36,12 @@ func (a *API) createVolume(w http.ResponseWriter, r *http.Request) {
 	var v store.Volume
 	if req.Source != nil {
 		src := store.Source{Volume: req.Source.Volume, Snapshot: req.Source.Snapshot}
-		v, err = a.store.Clone(r.Context(), req.Name, src, req.SizeMiB, req.access())
+		v, err = a.store.Clone(r.Context(), req.Name, src, req.SizeMiB, accessOf(req))
 		if errors.Is(err, store.ErrNotFound) {
 			err = badf(http.StatusBadRequest, "%v", err) // the URL exists; the source in the body does not
 		}
 	} else {
-		v, err = a.store.Create(r.Context(), req.Name, req.SizeMiB, req.access())
+		v, err = a.store.Create(r.Context(), req.Name, req.SizeMiB, accessOf(req))
 	}
 	if err != nil {
 		a.fail(w, r, err)
@@ -78,7 +79,7 @@ func (a *API) updateVolume(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	u := store.Update{SetCHAP: req.CHAP.Set, CHAP: req.CHAP.Value.store()}
+	u := store.Update{SetCHAP: req.CHAP.Set, CHAP: storeCHAP(req.CHAP.Value)}
 	if req.SizeMiB != nil {
 		u.SizeMiB = *req.SizeMiB
 	}
@@ -220,7 +221,7 @@ func (a *API) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	for _, s := range snaps {
 		out = append(out, snapshotJSON(s))
 	}
-	writeJSON(w, http.StatusOK, map[string][]Snapshot{"snapshots": out})
+	writeJSON(w, http.StatusOK, wire.SnapshotList{Snapshots: out})
 }
 
 func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request) {
@@ -264,5 +265,5 @@ func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
 	for _, s := range ss {
 		out = append(out, SessionInfo{Volume: s.Volume, TargetIQN: s.TargetIQN, Initiator: s.Initiator, RemoteAddr: s.RemoteAddr, Since: s.Since})
 	}
-	writeJSON(w, http.StatusOK, map[string][]SessionInfo{"sessions": out})
+	writeJSON(w, http.StatusOK, wire.SessionList{Sessions: out})
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -16,7 +17,7 @@ func (a *API) createSnapshotSet(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	sreq := store.SetRequest{Volumes: req.Volumes, Labels: req.Labels, Attachments: req.attachments()}
+	sreq := store.SetRequest{Volumes: req.Volumes, Labels: req.Labels, Attachments: attachmentsOf(req)}
 	if h, ok := a.exporter.(Holder); ok {
 		sreq.Freeze = a.freeze(h, req.Volumes, "snapshot set")
 	}
@@ -92,7 +93,7 @@ func (a *API) listSnapshotSets(w http.ResponseWriter, r *http.Request) {
 			out = append(out, snapshotSetJSON(s))
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string][]SnapshotSet{"snapshot_sets": out})
+	writeJSON(w, http.StatusOK, wire.SnapshotSetList{SnapshotSets: out})
 }
 
 func (a *API) getSnapshotSet(w http.ResponseWriter, r *http.Request) {

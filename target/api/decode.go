@@ -8,8 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -21,107 +21,27 @@ const maxJSONBody = 64 << 10
 // can grow six-fold.
 const maxSetBody = 8 << 20
 
-// Volume is a volume as the API shows it. Secrets never leave the daemon.
-type Volume struct {
-	Name       string      `json:"name"`
-	SizeMiB    int64       `json:"size_mib"`
-	IQN        string      `json:"iqn"`
-	LUN        uint64      `json:"lun"`
-	Initiators []string    `json:"initiators"`
-	CHAP       *PublicCHAP `json:"chap,omitempty"`
-	Source     *Source     `json:"source,omitempty"`
-	CreatedAt  time.Time   `json:"created_at"`
-}
+// The API's JSON shapes are declared once, in package wire, for the daemon
+// and the client; these names keep api.Volume and the rest working.
+type (
+	Volume                   = wire.Volume
+	PublicCHAP               = wire.PublicCHAP
+	CHAP                     = wire.CHAP
+	Source                   = wire.Source
+	Snapshot                 = wire.Snapshot
+	SnapshotSet              = wire.SnapshotSet
+	Extent                   = wire.Extent
+	Extents                  = wire.Extents
+	SessionInfo              = wire.Session
+	CreateVolumeRequest      = wire.CreateVolumeRequest
+	CreateSnapshotSetRequest = wire.CreateSnapshotSetRequest
+	UpdateSnapshotSetRequest = wire.UpdateSnapshotSetRequest
+)
 
-// PublicCHAP is the visible half of a volume's CHAP settings.
-type PublicCHAP struct {
-	User       string `json:"user"`
-	MutualUser string `json:"mutual_user,omitempty"`
-}
-
-// CHAP is CHAP as clients send it.
-type CHAP struct {
-	User         string `json:"user"`
-	Secret       string `json:"secret"`
-	MutualUser   string `json:"mutual_user,omitempty"`
-	MutualSecret string `json:"mutual_secret,omitempty"`
-}
-
-// Source names what a new volume is cloned from: one of the two.
-type Source struct {
-	Volume   string `json:"volume,omitempty"`
-	Snapshot string `json:"snapshot,omitempty"`
-}
-
-// Snapshot is a snapshot as the API shows it.
-type Snapshot struct {
-	ID        string    `json:"id"`
-	Volume    string    `json:"volume"`
-	SizeMiB   int64     `json:"size_mib"`
-	Method    string    `json:"method"`
-	CreatedAt time.Time `json:"created_at"`
-	Set       string    `json:"set,omitempty"` // the snapshot set it belongs to
-}
-
-// SnapshotSet is a snapshot set as the API shows it: attachments by name
-// only (their content is at .../attachments/{name}), snapshots in the
-// order of the volumes they were asked for.
-type SnapshotSet struct {
-	ID          string            `json:"id"`
-	CreatedAt   time.Time         `json:"created_at"`
-	Labels      map[string]string `json:"labels"`
-	Attachments []string          `json:"attachments"`
-	Snapshots   []Snapshot        `json:"snapshots"`
-	Method      string            `json:"method"`
-	HoldMS      int64             `json:"hold_ms"`
-}
-
-// CreateSnapshotSetRequest is the body of POST /v1/snapshot-sets.
-type CreateSnapshotSetRequest struct {
-	Volumes     []string          `json:"volumes"`
-	Labels      map[string]string `json:"labels"`
-	Attachments map[string]string `json:"attachments"`
-}
-
-// UpdateSnapshotSetRequest is the body of PATCH /v1/snapshot-sets/{id}.
-// Labels is required and replaces all of the set's labels; {} removes them.
-type UpdateSnapshotSetRequest struct {
-	Labels map[string]string `json:"labels"`
-}
-
-// Extent is a range of a snapshot that holds data.
-type Extent struct {
-	Offset int64 `json:"offset"`
-	Length int64 `json:"length"`
-}
-
-// Extents is the answer of GET /v1/snapshots/{id}/extents.
-type Extents struct {
-	SizeBytes int64    `json:"size_bytes"`
-	Extents   []Extent `json:"extents"`
-}
-
-// SessionInfo is a logged-in initiator as the API shows it.
-type SessionInfo struct {
-	Volume     string    `json:"volume"`
-	TargetIQN  string    `json:"target_iqn"`
-	Initiator  string    `json:"initiator"`
-	RemoteAddr string    `json:"remote_addr"`
-	Since      time.Time `json:"since"`
-}
-
-// CreateVolumeRequest is the body of POST /v1/volumes. size_mib may be left
-// out (0) when cloning: the clone then has its source's size.
-type CreateVolumeRequest struct {
-	Name       string   `json:"name"`
-	SizeMiB    int64    `json:"size_mib"`
-	Initiators []string `json:"initiators"`
-	CHAP       *CHAP    `json:"chap"`
-	Source     *Source  `json:"source"`
-}
-
-// UpdateVolumeRequest is the body of PATCH /v1/volumes/{name}. Absent
-// fields stay; "chap": null removes CHAP.
+// UpdateVolumeRequest is wire.UpdateVolumeRequest as the daemon decodes
+// it: in one pass, with absent and null "chap" told apart and a bad "chap"
+// refused where it stands in the body. It is not built on the wire type
+// because an embedded struct's name would show in decoding errors.
 type UpdateVolumeRequest struct {
 	SizeMiB    *int64       `json:"size_mib"`
 	Initiators *[]string    `json:"initiators"`
@@ -149,7 +69,8 @@ func (o *optionalCHAP) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func (c *CHAP) store() *store.CHAP {
+// storeCHAP is c as the store keeps it.
+func storeCHAP(c *CHAP) *store.CHAP {
 	if c == nil {
 		return nil
 	}
@@ -254,14 +175,15 @@ func DecodeCreateVolume(r io.Reader) (CreateVolumeRequest, error) {
 			}
 		}
 	}
-	if err := store.CheckAccess(req.access()); err != nil {
+	if err := store.CheckAccess(accessOf(req)); err != nil {
 		return req, badf(http.StatusBadRequest, "%v", err)
 	}
 	return req, nil
 }
 
-func (req CreateVolumeRequest) access() store.Access {
-	return store.Access{Initiators: req.Initiators, CHAP: req.CHAP.store()}
+// accessOf is who may log in to the volume req creates.
+func accessOf(req CreateVolumeRequest) store.Access {
+	return store.Access{Initiators: req.Initiators, CHAP: storeCHAP(req.CHAP)}
 }
 
 // DecodeUpdateVolume reads and checks a PATCH /v1/volumes/{name} body.
@@ -278,7 +200,7 @@ func DecodeUpdateVolume(r io.Reader) (UpdateVolumeRequest, error) {
 			return req, badf(http.StatusBadRequest, "%v", err)
 		}
 	}
-	a := store.Access{CHAP: req.CHAP.Value.store()}
+	a := store.Access{CHAP: storeCHAP(req.CHAP.Value)}
 	if req.Initiators != nil {
 		a.Initiators = *req.Initiators
 	}
@@ -304,7 +226,7 @@ func DecodeCreateSnapshotSet(r io.Reader) (CreateSnapshotSetRequest, error) {
 	if err := store.CheckLabels(req.Labels); err != nil {
 		return req, badf(http.StatusBadRequest, "%v", err)
 	}
-	if err := store.CheckAttachments(req.attachments()); err != nil {
+	if err := store.CheckAttachments(attachmentsOf(req)); err != nil {
 		return req, badf(http.StatusBadRequest, "%v", err)
 	}
 	return req, nil
@@ -327,7 +249,8 @@ func DecodeUpdateSnapshotSet(r io.Reader) (UpdateSnapshotSetRequest, error) {
 	return req, nil
 }
 
-func (req CreateSnapshotSetRequest) attachments() map[string][]byte {
+// attachmentsOf is the attachments of req as the store takes them.
+func attachmentsOf(req CreateSnapshotSetRequest) map[string][]byte {
 	if req.Attachments == nil {
 		return nil
 	}
