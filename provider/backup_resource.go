@@ -168,9 +168,19 @@ func (r *backupResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 				Computed:      true,
 				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
 			},
-			"timeouts": timeouts.AttributesAll(ctx),
 		},
+		Blocks: map[string]schema.Block{"timeouts": backupTimeouts(ctx)},
 	}
+}
+
+func backupTimeouts(ctx context.Context) schema.Block {
+	b := timeouts.Block(ctx, timeouts.Opts{Create: true, Delete: true})
+	if nested, ok := b.(schema.SingleNestedBlock); ok {
+		nested.MarkdownDescription = fmt.Sprintf("How long making the backup (with its export) and deleting "+
+			"it may take. Defaults: create %s, delete %s.", defaultBackupCreateTimeout, defaultBackupDeleteTimeout)
+		return nested
+	}
+	return b
 }
 
 func (r *backupResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
