@@ -61,7 +61,7 @@ func NewBackupResource() resource.Resource { return &backupResource{} }
 
 // backupHosts is what drover_backup needs of the hypervisors.
 type backupHosts interface {
-	Locate(ctx context.Context, hosts map[string]string, vm string) ([]hypervisor.Location, error)
+	vmLocator
 	ReadVM(ctx context.Context, uri, vm string) (hypervisor.VM, hypervisor.Domain, error)
 	DomainXML(ctx context.Context, uri, vm string) (string, error)
 	Quiesce(ctx context.Context, uri, vm string, useAgent bool) (hypervisor.Quiesced, func(context.Context) (time.Duration, error), error)
@@ -239,22 +239,14 @@ func (r *backupResource) hasStorage(diags *diag.Diagnostics) bool {
 // source finds the VM to back up and checks that every disk's volume is on
 // the target, in the VM's disk order.
 func (r *backupResource) source(ctx context.Context, vmID string) (hypervisor.Location, hypervisor.VM, error) {
-	uris := map[string]string{}
-	for _, h := range r.data.config.Hosts {
-		uris[h.Name] = h.URI
-	}
-	locs, err := r.hosts.Locate(ctx, uris, vmID)
+	loc, found, _, err := locateVM(ctx, r.hosts, r.data.config.hostURIs(), vmID)
 	switch {
-	case len(locs) > 1:
-		return hypervisor.Location{}, hypervisor.VM{}, fmt.Errorf("VM %s is defined on %s and %s: a VM may be "+
-			"defined on one host only; undefine the wrong copy by hand and refresh", vmID, locs[0].Host, locs[1].Host)
-	case len(locs) == 0 && err != nil:
-		return hypervisor.Location{}, hypervisor.VM{}, fmt.Errorf("VM %s is on no host that answered: %w", vmID, err)
-	case len(locs) == 0:
-		return hypervisor.Location{}, hypervisor.VM{}, fmt.Errorf("no VM with id %s on any configured host: "+
+	case err != nil:
+		return loc, hypervisor.VM{}, err
+	case !found:
+		return loc, hypervisor.VM{}, fmt.Errorf("no VM with id %s on any configured host: "+
 			"vm_id takes the id of a drover_vm (its domain UUID)", vmID)
 	}
-	loc := locs[0]
 	vm, _, err := r.hosts.ReadVM(ctx, loc.URI, vmID)
 	if err != nil {
 		return loc, vm, err
@@ -317,9 +309,7 @@ func (r *backupResource) Create(ctx context.Context, req resource.CreateRequest,
 			return
 		}
 	}
-	state, d := backupFromSet(set, plan)
-	resp.Diagnostics.Append(d...)
-	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, backupFromSet(set, plan))...)
 }
 
 // cut makes the backup: it stills the VM's disks (agent freeze or pause),
@@ -386,8 +376,7 @@ func (r *backupResource) cut(ctx context.Context, vmID string, quiesce bool) (se
 // backupFromSet is the state of a backup from its snapshot set on the
 // target; what the set does not hold (quiesce, export_path, timeouts) comes
 // from prior.
-func backupFromSet(set storage.SnapshotSet, prior backupModel) (backupModel, diag.Diagnostics) {
-	var diags diag.Diagnostics
+func backupFromSet(set storage.SnapshotSet, prior backupModel) backupModel {
 	out := prior
 	out.ID = types.StringValue(set.ID)
 	if out.VMID.IsNull() || out.VMID.IsUnknown() { // imported: vm_id as the set knows it
@@ -401,6 +390,13 @@ func backupFromSet(set storage.SnapshotSet, prior backupModel) (backupModel, dia
 	if out.Quiesce.IsNull() || out.Quiesce.IsUnknown() {
 		out.Quiesce = types.BoolValue(true)
 	}
+	out.Disks = backupDisks(set)
+	return out
+}
+
+// backupDisks is the disks attribute of a backup: its snapshots, in the
+// VM's disk order.
+func backupDisks(set storage.SnapshotSet) types.List {
 	disks := make([]attr.Value, len(set.Snapshots))
 	for i, s := range set.Snapshots {
 		disks[i] = types.ObjectValueMust(backupDiskAttrTypes, map[string]attr.Value{
@@ -408,10 +404,7 @@ func backupFromSet(set storage.SnapshotSet, prior backupModel) (backupModel, dia
 			"size_mib": types.Int64Value(s.SizeMiB),
 		})
 	}
-	list, d := types.ListValue(types.ObjectType{AttrTypes: backupDiskAttrTypes}, disks)
-	diags.Append(d...)
-	out.Disks = list
-	return out, diags
+	return types.ListValueMust(types.ObjectType{AttrTypes: backupDiskAttrTypes}, disks)
 }
 
 func (r *backupResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -435,9 +428,7 @@ func (r *backupResource) Read(ctx context.Context, req resource.ReadRequest, res
 			fmt.Sprintf("Snapshot set %s on the target has no %s label: it was not made by drover_backup.", set.ID, labelVMID))
 		return
 	}
-	out, d := backupFromSet(set, state)
-	resp.Diagnostics.Append(d...)
-	resp.Diagnostics.Append(resp.State.Set(ctx, out)...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, backupFromSet(set, state))...)
 }
 
 // Update has nothing to do: every setting of a backup replaces it.

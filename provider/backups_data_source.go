@@ -104,13 +104,6 @@ func (d *backupsDataSource) Read(ctx context.Context, req datasource.ReadRequest
 	sort.SliceStable(sets, func(i, j int) bool { return sets[i].CreatedAt.After(sets[j].CreatedAt) })
 	items := make([]attr.Value, 0, len(sets))
 	for _, set := range sets {
-		disks := make([]attr.Value, len(set.Snapshots))
-		for i, s := range set.Snapshots {
-			disks[i] = types.ObjectValueMust(backupDiskAttrTypes, map[string]attr.Value{
-				"volume_id": types.StringValue(s.Volume), "snapshot_id": types.StringValue(s.ID),
-				"size_mib": types.Int64Value(s.SizeMiB),
-			})
-		}
 		pause, _ := strconv.ParseInt(set.Labels[labelPauseMS], 10, 64)
 		items = append(items, types.ObjectValueMust(backupSummaryAttrTypes, map[string]attr.Value{
 			"id":          types.StringValue(set.ID),
@@ -118,7 +111,7 @@ func (d *backupsDataSource) Read(ctx context.Context, req datasource.ReadRequest
 			"created_at":  types.StringValue(set.CreatedAt.UTC().Format(time.RFC3339Nano)),
 			"consistency": types.StringValue(set.Labels[labelConsistency]),
 			"pause_ms":    types.Int64Value(pause),
-			"disks":       types.ListValueMust(types.ObjectType{AttrTypes: backupDiskAttrTypes}, disks),
+			"disks":       backupDisks(set),
 		}))
 	}
 	list, diags := types.ListValue(types.ObjectType{AttrTypes: backupSummaryAttrTypes}, items)

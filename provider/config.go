@@ -70,6 +70,15 @@ func (h hostConfig) domainType(facts hypervisor.Host) string {
 	return "qemu"
 }
 
+// hostURIs maps the configured hosts' names to their URIs.
+func (c config) hostURIs() map[string]string {
+	out := make(map[string]string, len(c.Hosts))
+	for _, h := range c.Hosts {
+		out[h.Name] = h.URI
+	}
+	return out
+}
+
 // freeMemoryMiB is what placement may still give to VMs on the host.
 func (h hostConfig) freeMemoryMiB(facts hypervisor.Host) int64 {
 	return hypervisor.FreeMemoryMiB(facts.MemoryMiB, h.ReservedMemoryMiB, h.MemoryOvercommit, facts.CommittedMemoryMiB())

@@ -24,22 +24,32 @@ const (
 	sessionsGoneTimeout = 30 * time.Second
 )
 
-// locate finds the VM (by UUID or name) on every host. A VM defined on two
-// hosts is an error that names both, and nothing is touched. A VM missing
-// from every host that answered is not found, unless a host did not
-// answer: then nobody can tell, and that is an error. warning names hosts
-// that did not answer when the VM was found elsewhere.
+// locate finds the VM (by UUID or name) on every host (see locateVM).
 func (r *vmResource) locate(ctx context.Context, vm string) (loc hypervisor.Location, found bool, warning string, err error) {
-	locs, lerr := r.hosts.Locate(ctx, r.hostURIs(), vm)
+	return locateVM(ctx, r.hosts, r.hostURIs(), vm)
+}
+
+// vmLocator finds VMs on hosts; *hypervisor.Pool is the real one.
+type vmLocator interface {
+	Locate(ctx context.Context, hosts map[string]string, vm string) ([]hypervisor.Location, error)
+}
+
+// locateVM finds the VM (by UUID or name) on every host (name → URI). A VM
+// defined on two hosts is an error that names both, and nothing is
+// touched. A VM missing from every host that answered is not found, unless
+// a host did not answer: then nobody can tell, and that is an error.
+// warning names hosts that did not answer when the VM was found elsewhere.
+func locateVM(ctx context.Context, hv vmLocator, hosts map[string]string, vm string) (loc hypervisor.Location, found bool, warning string, err error) {
+	locs, lerr := hv.Locate(ctx, hosts, vm)
 	switch {
 	case len(locs) > 1:
-		hosts := make([]string, len(locs))
+		names := make([]string, len(locs))
 		for i, l := range locs {
-			hosts[i] = l.Host
+			names[i] = l.Host
 		}
 		return loc, false, "", fmt.Errorf("VM %s is defined on %s: a VM may be defined on one host only. "+
 			"Drover does not guess which one is right; undefine the wrong copy by hand (virsh undefine) and refresh",
-			vm, joinNames(hosts))
+			vm, joinNames(names))
 	case len(locs) == 1 && lerr != nil:
 		return locs[0], true, lerr.Error(), nil
 	case len(locs) == 1:

@@ -321,13 +321,7 @@ func (r *vmResource) Configure(_ context.Context, req resource.ConfigureRequest,
 }
 
 // hostURIs maps the configured hosts' names to their URIs.
-func (r *vmResource) hostURIs() map[string]string {
-	out := make(map[string]string, len(r.cfg.Hosts))
-	for _, h := range r.cfg.Hosts {
-		out[h.Name] = h.URI
-	}
-	return out
-}
+func (r *vmResource) hostURIs() map[string]string { return r.cfg.hostURIs() }
 
 func (r *vmResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan vmModel

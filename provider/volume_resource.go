@@ -491,11 +491,7 @@ func (r *volumeResource) resizeDisks(ctx context.Context, v storage.Volume, diag
 				"tell running VMs; they see the new size after a restart.", v.Name, v.SizeMiB))
 		return
 	}
-	hosts := make(map[string]string, len(r.data.config.Hosts))
-	for _, h := range r.data.config.Hosts {
-		hosts[h.Name] = h.URI
-	}
-	resized, err := r.data.resizer.ResizeDisks(ctx, hosts, v.IQN, v.LUN, v.SizeMiB)
+	resized, err := r.data.resizer.ResizeDisks(ctx, r.data.config.hostURIs(), v.IQN, v.LUN, v.SizeMiB)
 	for _, d := range resized {
 		tflog.Info(ctx, "running VM sees the new volume size", map[string]any{
 			"volume": v.Name, "vm": d.VM + "@" + d.Host, "disk": d.Target, "size_mib": v.SizeMiB,

@@ -43,7 +43,7 @@ type Quiesced struct {
 // the guest.
 func (p *Pool) Quiesce(ctx context.Context, uri, vm string, useAgent bool) (q Quiesced, release func(context.Context) (time.Duration, error), err error) {
 	noop := func(context.Context) (time.Duration, error) { return 0, nil }
-	var start time.Time
+	var start time.Time // when this call stilled the guest; zero when it did not
 	err = p.onDomain(ctx, uri, vm, func(dom *libvirt.Domain) error {
 		state, reason, err := dom.GetState()
 		if err != nil {
@@ -66,10 +66,10 @@ func (p *Pool) Quiesce(ctx context.Context, uri, vm string, useAgent bool) (q Qu
 			return nil
 		}
 		if useAgent {
-			start = time.Now()
+			froze := time.Now()
 			err := dom.FSFreeze(nil, 0)
 			if err == nil {
-				q = Quiesced{How: QuiescedByAgent, Consistency: ConsistencyFilesystem}
+				q, start = Quiesced{How: QuiescedByAgent, Consistency: ConsistencyFilesystem}, froze
 				return nil
 			}
 			q.AgentError = errorMessage(err)
@@ -84,8 +84,7 @@ func (p *Pool) Quiesce(ctx context.Context, uri, vm string, useAgent bool) (q Qu
 	if err != nil {
 		return q, noop, fmt.Errorf("quiesce %s on %s: %w", vm, uri, err)
 	}
-	wasPaused := q.How == QuiescedByPause && start.IsZero()
-	if q.How == QuiescedStopped || wasPaused {
+	if start.IsZero() { // stopped, or paused by someone else: nothing to undo
 		return q, noop, nil
 	}
 	release = func(ctx context.Context) (time.Duration, error) {
