@@ -66,6 +66,16 @@ func (p *Pool) Migrate(ctx context.Context, vm, from, to string, opts MigrateOpt
 			return err
 		}
 		return p.do(ctx, to, func(dst *libvirt.Connect) error {
+			// QEMU on the destination opens the console log too.
+			xml := params.DestXML
+			if !params.DestXMLSet {
+				if xml, err = dom.GetXMLDesc(libvirt.DOMAIN_XML_MIGRATABLE); err != nil {
+					return fmt.Errorf("read the running domain's XML: %s", errorMessage(err))
+				}
+			}
+			if err := p.ensureLogDirs(dst, to, xml); err != nil {
+				return fmt.Errorf("on the destination: %w", err)
+			}
 			return migrate(ctx, dom, dst, params, opts)
 		})
 	})

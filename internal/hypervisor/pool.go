@@ -38,6 +38,9 @@ type Pool struct {
 	mu     sync.Mutex // guards conns, closed and the users/evicted fields of every conn
 	conns  map[string]*conn
 	closed bool
+
+	dirsMu sync.Mutex      // guards dirs
+	dirs   map[string]bool // "uri\x00folder": log folders known to exist (see ensureLogDirs)
 }
 
 // conn is one open libvirt connection and the calls currently using it. An
@@ -56,7 +59,7 @@ func NewPool(opts Options) *Pool {
 	if timeout <= 0 {
 		timeout = DefaultConnectTimeout
 	}
-	return &Pool{connectTimeout: timeout, conns: make(map[string]*conn)}
+	return &Pool{connectTimeout: timeout, conns: make(map[string]*conn), dirs: make(map[string]bool)}
 }
 
 // Close closes every connection that no call is using and marks the others to

@@ -122,6 +122,12 @@ func (p *Pool) defineVM(ctx context.Context, uri string, vm VM, start bool) (Dom
 		}
 		defer dom.Free()
 		if start {
+			if err := p.ensureLogDirs(lv, uri, xml); err != nil {
+				if !existed {
+					_ = undefineDomain(dom)
+				}
+				return err
+			}
 			if err := dom.Create(); err != nil {
 				if !existed {
 					_ = undefineDomain(dom)
@@ -139,12 +145,19 @@ func (p *Pool) defineVM(ctx context.Context, uri string, vm VM, start bool) (Dom
 // runs already is left alone.
 func (p *Pool) Start(ctx context.Context, uri, vm string) (Domain, error) {
 	var out Domain
-	err := p.onDomain(ctx, uri, vm, func(dom *libvirt.Domain) error {
+	err := p.onDomainConn(ctx, uri, vm, func(lv *libvirt.Connect, dom *libvirt.Domain) error {
 		active, err := dom.IsActive()
 		if err != nil {
 			return errors.New(errorMessage(err))
 		}
 		if !active {
+			xml, err := dom.GetXMLDesc(0)
+			if err != nil {
+				return errors.New(errorMessage(err))
+			}
+			if err := p.ensureLogDirs(lv, uri, xml); err != nil {
+				return err
+			}
 			if err := dom.Create(); err != nil {
 				return errors.New(errorMessage(err))
 			}
@@ -560,6 +573,11 @@ var ErrNotDefined = errors.New("not defined on this host")
 // onDomain runs fn with the domain named by UUID or name on the host at
 // uri; a missing domain gives ErrNotDefined.
 func (p *Pool) onDomain(ctx context.Context, uri, vm string, fn func(*libvirt.Domain) error) error {
+	return p.onDomainConn(ctx, uri, vm, func(_ *libvirt.Connect, dom *libvirt.Domain) error { return fn(dom) })
+}
+
+// onDomainConn is onDomain for an fn that also needs the host's connection.
+func (p *Pool) onDomainConn(ctx context.Context, uri, vm string, fn func(*libvirt.Connect, *libvirt.Domain) error) error {
 	return p.do(ctx, uri, func(lv *libvirt.Connect) error {
 		dom, err := lookup(lv, vm)
 		if isNoDomain(err) {
@@ -572,7 +590,7 @@ func (p *Pool) onDomain(ctx context.Context, uri, vm string, fn func(*libvirt.Do
 			return errors.New(errorMessage(err))
 		}
 		defer dom.Free()
-		return fn(dom)
+		return fn(lv, dom)
 	})
 }
 

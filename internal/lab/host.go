@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -77,12 +78,22 @@ migration_port_max = %d
 `, h.Addr, h.Addr, h.MigPort[0], h.MigPort[1])
 }
 
-// prepare lays out the host's state folder: a copy of the system's libvirt
-// configuration with the lab's libvirtd.conf and qemu.conf on top.
+// prepare lays out the host's state folder as the libvirt packages lay out a
+// host: a copy of the system's libvirt configuration with the lab's
+// libvirtd.conf and qemu.conf on top, and the packages' folders under
+// /var/log/libvirt, /var/lib/libvirt and /var/cache/libvirt (qemu/ among
+// them), empty. libvirtd makes some of these itself, but not all: without
+// /var/log/libvirt/qemu a domain logging its console there does not start.
 func (h Host) prepare(dir string) error {
 	for _, b := range bindDirs {
 		if err := os.MkdirAll(filepath.Join(dir, b[0]), 0o755); err != nil {
 			return err
+		}
+		if b[0] == "etc" || b[0] == "run" {
+			continue
+		}
+		if err := copyFolders(b[1], filepath.Join(dir, b[0])); err != nil {
+			return fmt.Errorf("lay out %s for host %s: %w", b[1], h.Name, err)
 		}
 	}
 	etc := filepath.Join(dir, "etc")
@@ -237,6 +248,30 @@ func (h Host) stop(ctx context.Context, dir string, logf func(string, ...any)) e
 		logf("host %s: libvirtd stopped (pid %d)", h.Name, pid)
 	}
 	return os.Remove(filepath.Join(dir, "pid"))
+}
+
+// copyFolders makes, under dst, each folder that is under src (with its
+// mode), and nothing else. A src that does not exist gives no folders.
+func copyFolders(src, dst string) error {
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+		return os.Chmod(target, info.Mode().Perm())
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // copyTree copies regular files, folders and symlinks from src into dst,

@@ -28,7 +28,10 @@ type Lab struct {
 	// BinDir holds the freshly built terraform-provider-drover and
 	// drover-target; .lab/terraformrc points Terraform's dev_overrides at it.
 	BinDir string
-	Logf   func(format string, args ...any)
+	// GuestDir holds the lab guest's kernel and initramfs, built by Up when
+	// they are missing (Dir/guest unless set).
+	GuestDir string
+	Logf     func(format string, args ...any)
 }
 
 // New returns the lab whose state lives in dir.
@@ -40,7 +43,7 @@ func New(dir string, logf func(string, ...any)) (*Lab, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Lab{Dir: abs, BinDir: filepath.Join(abs, "bin"), Logf: logf}, nil
+	return &Lab{Dir: abs, BinDir: filepath.Join(abs, "bin"), GuestDir: filepath.Join(abs, "guest"), Logf: logf}, nil
 }
 
 func (l *Lab) hostDir(h Host) string { return filepath.Join(l.Dir, "hosts", h.Name) }
@@ -57,7 +60,7 @@ func (l *Lab) Up(ctx context.Context) (Info, error) {
 	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
 		return Info{}, err
 	}
-	guest, err := BuildGuest(ctx, filepath.Join(l.Dir, "guest"), l.Logf)
+	guest, err := BuildGuest(ctx, l.GuestDir, l.Logf)
 	if err != nil {
 		return Info{}, fmt.Errorf("build lab guest: %w", err)
 	}
