@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"libvirt.org/go/libvirt"
 )
 
 func TestLogDirsAreTheFoldersOfTheChardevLogs(t *testing.T) {
@@ -69,5 +71,22 @@ func TestAccAGuestWhoseConsoleLogFolderIsMissingStarts(t *testing.T) {
 	waitConsole(t, vm.ConsoleLog, aliveLine, 2*time.Minute)
 	if fi, _ := os.Stat(private); fi.Mode().Perm() != 0o700 {
 		t.Errorf("an existing log folder's mode: got %v, want 0700 (left as it was)", fi.Mode().Perm())
+	}
+}
+
+func TestOnlyATakenTapNameIsRetried(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		msg  string
+		want bool
+	}{
+		{"Unable to create tap device vnet0: Device or resource busy", true},
+		{"Unable to create tap device vnet0: Operation not permitted", false},
+		{"Failed to create file '/var/log/libvirt/qemu/web1-console.log': No such file or directory", false},
+		{"internal error: process exited while connecting to monitor", false},
+	} {
+		if got := tapNameTaken(libvirt.Error{Message: c.msg}); got != c.want {
+			t.Errorf("%q: retried %v, want %v", c.msg, got, c.want)
+		}
 	}
 }

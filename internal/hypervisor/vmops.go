@@ -128,7 +128,7 @@ func (p *Pool) defineVM(ctx context.Context, uri string, vm VM, start bool) (Dom
 				}
 				return err
 			}
-			if err := dom.Create(); err != nil {
+			if err := startDomain(dom); err != nil {
 				if !existed {
 					_ = undefineDomain(dom)
 				}
@@ -158,7 +158,7 @@ func (p *Pool) Start(ctx context.Context, uri, vm string) (Domain, error) {
 			if err := p.ensureLogDirs(lv, uri, xml); err != nil {
 				return err
 			}
-			if err := dom.Create(); err != nil {
+			if err := startDomain(dom); err != nil {
 				return errors.New(errorMessage(err))
 			}
 		}
@@ -169,6 +169,30 @@ func (p *Pool) Start(ctx context.Context, uri, vm string) (Domain, error) {
 		return Domain{}, fmt.Errorf("start vm %s on %s: %w", vm, uri, err)
 	}
 	return out, nil
+}
+
+// startDomain starts dom. libvirt names a NIC's tap device by looking for a
+// free vnetN and then creating it; when something else on the machine takes
+// that name in between (another libvirtd, as the lab's two hosts on one
+// machine are, or any tool that makes vnetN devices), the start fails with
+// "Device or resource busy" although nothing is wrong, and the next try
+// takes the next free name. A failed start leaves nothing behind.
+func startDomain(dom *libvirt.Domain) error {
+	for try := 1; ; try++ {
+		err := dom.Create()
+		if err == nil || try == startTries || !tapNameTaken(err) {
+			return err
+		}
+		time.Sleep(time.Duration(try) * 100 * time.Millisecond)
+	}
+}
+
+// startTries bounds the starts of one domain whose tap name was taken.
+const startTries = 4
+
+func tapNameTaken(err error) bool {
+	m := errorMessage(err)
+	return strings.Contains(m, "Unable to create tap device") && strings.Contains(m, "Device or resource busy")
 }
 
 // shutdownPoll is how often Shutdown looks whether the guest is off, and
