@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,14 +30,26 @@ func labInfo(t *testing.T) lab.Info {
 
 func TestAccLiveMigrationMovesARunningGuestToTheOtherHost(t *testing.T) {
 	info := labInfo(t)
-	alpha, beta := info.AlphaURI, info.BetaURI
+	testLiveMigration(t, info, info.AlphaURI, info.BetaURI, "drover-migrate-test")
+}
+
+// TestAccLiveMigrationOverSSH is the same between the hosts' ssh URIs, as
+// real hosts are reached: libvirt's ssh transport to an sshd on each host.
+func TestAccLiveMigrationOverSSH(t *testing.T) {
+	info := labInfo(t)
+	if !strings.HasPrefix(info.AlphaSSHURI, "qemu+ssh://") || !strings.HasPrefix(info.BetaSSHURI, "qemu+ssh://") {
+		t.Fatalf("the lab has no ssh URIs (%q, %q): restart it with make lab", info.AlphaSSHURI, info.BetaSSHURI)
+	}
+	testLiveMigration(t, info, info.AlphaSSHURI, info.BetaSSHURI, "drover-migrate-ssh")
+}
+
+func testLiveMigration(t *testing.T, info lab.Info, alpha, beta, name string) {
 	pool := NewPool(Options{})
 	t.Cleanup(func() { pool.Close() })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	name := "drover-migrate-test"
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

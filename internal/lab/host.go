@@ -119,45 +119,49 @@ func (h Host) startScript(dir string) string {
 	return b.String()
 }
 
-// start launches the host's libvirtd unless it already runs, and waits until
-// it answers on its URI.
-func (h Host) start(ctx context.Context, dir string, logf func(string, ...any)) error {
+// start launches the host's libvirtd unless it already runs, waits until
+// it answers on its URI, and returns its pid.
+func (h Host) start(ctx context.Context, dir string, logf func(string, ...any)) (int, error) {
 	pidFile := filepath.Join(dir, "pid")
 	pid, err := readPID(pidFile)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if running(pid, "libvirtd") {
 		logf("host %s: libvirtd already running (pid %d)", h.Name, pid)
 		if err := h.waitReady(ctx, pidAlive(pid, "libvirtd"), dir); err != nil {
-			return err
+			return 0, err
 		}
-		return h.ensureNetwork(ctx, dir)
+		return pid, h.ensureNetwork(ctx, dir)
+	}
+	// An sshd left from a libvirtd that is gone lives in its old namespaces.
+	if err := stopSSHD(dir); err != nil {
+		return 0, fmt.Errorf("host %s: %w", h.Name, err)
 	}
 	if err := h.prepare(dir); err != nil {
-		return err
+		return 0, err
 	}
 	logFile, err := os.OpenFile(filepath.Join(dir, "libvirtd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer logFile.Close()
 	cmd := exec.Command("unshare", "-m", "-u", "sh", "-c", h.startScript(dir))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start libvirtd for host %s: %w", h.Name, err)
+		return 0, fmt.Errorf("start libvirtd for host %s: %w", h.Name, err)
 	}
 	pid = cmd.Process.Pid
 	alive := childAlive(cmd)
 	if err := writePID(pidFile, pid); err != nil {
-		return err
+		return 0, err
 	}
 	logf("host %s: libvirtd started (pid %d) at %s", h.Name, pid, h.URI())
 	if err := h.waitReady(ctx, alive, dir); err != nil {
-		return err
+		return 0, err
 	}
-	return h.ensureNetwork(ctx, dir)
+	return pid, h.ensureNetwork(ctx, dir)
 }
 
 // networkXML is the definition of LabNetwork on this host.
@@ -216,6 +220,9 @@ func (h Host) waitReady(ctx context.Context, alive func() bool, dir string) erro
 // stop destroys the host's running guests, then stops its libvirtd, each by
 // pid. Guest definitions stay, as on a real host.
 func (h Host) stop(ctx context.Context, dir string, logf func(string, ...any)) error {
+	if err := stopSSHD(dir); err != nil {
+		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
 	pid, err := readPID(filepath.Join(dir, "pid"))
 	if err != nil {
 		return err

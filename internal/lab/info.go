@@ -12,8 +12,11 @@ import (
 // storage box, and the guest it built. It is written to .lab/lab.json by Up and
 // mirrored, as Terraform variables, in .lab/lab.tfvars.
 type Info struct {
-	AlphaURI        string `json:"alpha_uri"`
-	BetaURI         string `json:"beta_uri"`
+	AlphaURI string `json:"alpha_uri"`
+	BetaURI  string `json:"beta_uri"`
+	// The same hosts over libvirt's ssh transport (key in .lab/ssh).
+	AlphaSSHURI     string `json:"alpha_ssh_uri"`
+	BetaSSHURI      string `json:"beta_ssh_uri"`
 	StorageEndpoint string `json:"storage_endpoint"`
 	StorageToken    string `json:"storage_token"`
 	StoragePortal   string `json:"storage_portal"`
@@ -24,6 +27,11 @@ type Info struct {
 // HostURIs returns the lab's hosts by name, as the provider's hosts map names them.
 func (i Info) HostURIs() map[string]string {
 	return map[string]string{"alpha": i.AlphaURI, "beta": i.BetaURI}
+}
+
+// HostSSHURIs returns the lab's hosts by name with their ssh URIs.
+func (i Info) HostSSHURIs() map[string]string {
+	return map[string]string{"alpha": i.AlphaSSHURI, "beta": i.BetaSSHURI}
 }
 
 // Find locates the repository root above the working directory and reads the

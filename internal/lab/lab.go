@@ -64,8 +64,15 @@ func (l *Lab) Up(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("build lab guest: %w", err)
 	}
+	if err := l.prepareSSH(ctx); err != nil {
+		return Info{}, err
+	}
 	for _, h := range defaultHosts {
-		if err := h.start(ctx, l.hostDir(h), l.Logf); err != nil {
+		pid, err := h.start(ctx, l.hostDir(h), l.Logf)
+		if err != nil {
+			return Info{}, err
+		}
+		if err := l.startSSHD(ctx, h, pid); err != nil {
 			return Info{}, err
 		}
 	}
@@ -76,6 +83,8 @@ func (l *Lab) Up(ctx context.Context) (Info, error) {
 	info := Info{
 		AlphaURI:        defaultHosts[0].URI(),
 		BetaURI:         defaultHosts[1].URI(),
+		AlphaSSHURI:     l.sshURI(defaultHosts[0]),
+		BetaSSHURI:      l.sshURI(defaultHosts[1]),
 		StorageEndpoint: "http://" + targetAPI,
 		StorageToken:    token,
 		StoragePortal:   targetPortal,
@@ -110,6 +119,8 @@ func (l *Lab) Status() map[string]bool {
 	for _, h := range defaultHosts {
 		pid, _ := readPID(filepath.Join(l.hostDir(h), "pid"))
 		st["host "+h.Name] = running(pid, "libvirtd")
+		sshd, _ := readPID(filepath.Join(l.hostDir(h), "ssh", "sshd.pid"))
+		st["host "+h.Name+" sshd"] = running(sshd, "sshd")
 	}
 	pid, _ := readPID(filepath.Join(l.targetDir(), "pid"))
 	st["drover-target"] = running(pid, "drover-target")
@@ -224,6 +235,9 @@ func (l *Lab) writeInfo(info Info) error {
 	if err := writeFileAtomic(filepath.Join(l.Dir, "lab.tfvars"), []byte(info.tfvars()), 0o600); err != nil {
 		return err
 	}
+	if err := writeFileAtomic(filepath.Join(l.Dir, "ssh.tfvars"), []byte(info.sshTfvars()), 0o600); err != nil {
+		return err
+	}
 	return writeFileAtomic(filepath.Join(l.Dir, "terraformrc"), []byte(terraformrc(l.BinDir)), 0o644)
 }
 
@@ -241,6 +255,18 @@ func (i Info) tfvars() string {
 	} {
 		fmt.Fprintf(&b, "%-16s = %s\n", kv[0], hclString(kv[1]))
 	}
+	return b.String()
+}
+
+// sshTfvars sets the hosts' URIs to their ssh ones: given after lab.tfvars
+// (-var-file=lab.tfvars -var-file=ssh.tfvars), any configuration of the lab
+// reaches its hosts over ssh, as real hosts are reached.
+func (i Info) sshTfvars() string {
+	var b strings.Builder
+	b.WriteString("# Written by the Drover lab (make lab): the hosts over libvirt's ssh transport.\n")
+	b.WriteString("# Give it after lab.tfvars: -var-file=.lab/lab.tfvars -var-file=.lab/ssh.tfvars\n")
+	fmt.Fprintf(&b, "%-16s = %s\n", "alpha_uri", hclString(i.AlphaSSHURI))
+	fmt.Fprintf(&b, "%-16s = %s\n", "beta_uri", hclString(i.BetaSSHURI))
 	return b.String()
 }
 

@@ -173,3 +173,51 @@ func TestAccLabUpIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+func TestSSHTfvarsSetOnlyTheHostURIsOverSSH(t *testing.T) {
+	t.Parallel()
+	l, err := New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := Info{AlphaSSHURI: l.sshURI(defaultHosts[0]), BetaSSHURI: l.sshURI(defaultHosts[1])}
+	var set []string
+	for _, line := range strings.Split(info.sshTfvars(), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, _ := strings.Cut(line, "=")
+		set = append(set, strings.TrimSpace(name))
+		if !strings.Contains(value, `"qemu+ssh://root@127.0.0.`) || !strings.Contains(value, ":2322/system?command=") {
+			t.Errorf("%s: got %s, want a qemu+ssh URI to the host's loopback address", name, value)
+		}
+	}
+	if strings.Join(set, ",") != "alpha_uri,beta_uri" {
+		t.Errorf("ssh.tfvars sets %q, want exactly alpha_uri and beta_uri", set)
+	}
+}
+
+func TestHostSSHDListensOnItsOwnAddressWithKeysOnly(t *testing.T) {
+	t.Parallel()
+	l, err := New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.prepareSSH(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range defaultHosts {
+		if err := l.prepareHostSSH(context.Background(), h); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(l.hostDir(h), "ssh", "sshd_config"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"ListenAddress " + h.Addr + ":2322\n", "PasswordAuthentication no\n", "KbdInteractiveAuthentication no\n", "PermitRootLogin prohibit-password\n"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("host %s sshd_config lacks %q:\n%s", h.Name, want, b)
+			}
+		}
+	}
+}
