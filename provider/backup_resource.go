@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 
@@ -23,7 +22,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
-	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 )
 
@@ -32,21 +31,6 @@ import (
 const (
 	defaultBackupCreateTimeout = 60 * time.Minute
 	defaultBackupDeleteTimeout = 5 * time.Minute
-	// releaseTimeout bounds resuming or thawing the guest after the cut,
-	// whatever is left of the operation's own time.
-	releaseTimeout = time.Minute
-)
-
-// The labels a backup's snapshot set carries on the target: what the
-// backup resource and the drover_backups data source read back.
-const (
-	labelVMID        = "drover.vm-id"
-	labelVMName      = "drover.vm-name"
-	labelConsistency = "drover.consistency"
-	labelPauseMS     = "drover.pause-ms"
-	labelQuiesced    = "drover.quiesced"
-	// domainAttachment is the name of the domain XML kept with a backup.
-	domainAttachment = "domain.xml"
 )
 
 var (
@@ -59,19 +43,8 @@ var (
 // NewBackupResource returns the drover_backup resource.
 func NewBackupResource() resource.Resource { return &backupResource{} }
 
-// backupHosts is what drover_backup needs of the hypervisors.
-type backupHosts interface {
-	vmLocator
-	ReadVM(ctx context.Context, uri, vm string) (hypervisor.VM, hypervisor.Domain, error)
-	DomainXML(ctx context.Context, uri, vm string) (string, error)
-	Quiesce(ctx context.Context, uri, vm string, useAgent bool) (hypervisor.Quiesced, func(context.Context) (time.Duration, error), error)
-}
-
-var _ backupHosts = (*hypervisor.Pool)(nil)
-
 type backupResource struct {
-	data  *providerData
-	hosts backupHosts
+	data *providerData
 }
 
 type backupModel struct {
@@ -193,13 +166,12 @@ func (r *backupResource) Configure(_ context.Context, req resource.ConfigureRequ
 			fmt.Sprintf("Unexpected provider data %T: this is a bug in the provider.", req.ProviderData))
 		return
 	}
-	hosts, ok := data.hosts.(backupHosts)
-	if !ok {
+	if !data.cluster.Hosts().BacksUp() {
 		resp.Diagnostics.AddError("Unable to configure drover_backup",
 			fmt.Sprintf("The provider's hypervisor %T cannot back up VMs: this is a bug in the provider.", data.hosts))
 		return
 	}
-	r.data, r.hosts = data, hosts
+	r.data = data
 }
 
 // ModifyPlan checks a new backup before anything is done: the VM exists,
@@ -214,7 +186,7 @@ func (r *backupResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 		return
 	}
 	if !plan.ExportPath.IsNull() && !plan.ExportPath.IsUnknown() {
-		if err := checkExportPath(plan.ExportPath.ValueString()); err != nil {
+		if err := cluster.CheckExportPath(plan.ExportPath.ValueString()); err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("export_path"), "Export folder not usable", err.Error())
 		}
 	}
@@ -223,47 +195,17 @@ func (r *backupResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	}
 	ctx, cancel := context.WithTimeout(ctx, planLookupTimeout)
 	defer cancel()
-	if _, _, err := r.source(ctx, plan.VMID.ValueString()); err != nil {
+	if _, _, err := r.data.cluster.BackupSource(ctx, plan.VMID.ValueString()); err != nil {
 		resp.Diagnostics.AddAttributeError(path.Root("vm_id"), "Unable to back up VM", err.Error())
 	}
 }
 
 func (r *backupResource) hasStorage(diags *diag.Diagnostics) bool {
 	if r.data.storage == nil {
-		diags.AddError("No storage configured", errNoStorage.Error())
+		diags.AddError("No storage configured", cluster.ErrNoStorage.Error())
 		return false
 	}
 	return true
-}
-
-// source finds the VM to back up and checks that every disk's volume is on
-// the target, in the VM's disk order.
-func (r *backupResource) source(ctx context.Context, vmID string) (hypervisor.Location, hypervisor.VM, error) {
-	loc, found, _, err := locateVM(ctx, r.hosts, r.data.config.hostURIs(), vmID)
-	switch {
-	case err != nil:
-		return loc, hypervisor.VM{}, err
-	case !found:
-		return loc, hypervisor.VM{}, fmt.Errorf("no VM with id %s on any configured host: "+
-			"vm_id takes the id of a drover_vm (its domain UUID)", vmID)
-	}
-	vm, _, err := r.hosts.ReadVM(ctx, loc.URI, vmID)
-	if err != nil {
-		return loc, vm, err
-	}
-	if len(vm.Disks) == 0 {
-		return loc, vm, fmt.Errorf("VM %s has no disks: there is nothing to back up", vm.Name)
-	}
-	for i, d := range vm.Disks {
-		if _, err := r.data.storage.GetVolume(ctx, d.Volume); errors.Is(err, storage.ErrNotFound) {
-			return loc, vm, fmt.Errorf("VM %s's disk %d is volume %q, which is gone from the storage target: "+
-				"the VM cannot read that disk either. Remove the disk from the VM (or restore the volume) "+
-				"and back it up again", vm.Name, i+1, d.Volume)
-		} else if err != nil {
-			return loc, vm, fmt.Errorf("look up volume %q of VM %s: %w", d.Volume, vm.Name, err)
-		}
-	}
-	return loc, vm, nil
 }
 
 func (r *backupResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
@@ -282,95 +224,28 @@ func (r *backupResource) Create(ctx context.Context, req resource.CreateRequest,
 
 	exportPath := plan.ExportPath.ValueString()
 	if exportPath != "" {
-		if err := checkExportPath(exportPath); err != nil {
+		if err := cluster.CheckExportPath(exportPath); err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("export_path"), "Export folder not usable", err.Error())
 			return
 		}
 	}
-	set, domainXML, release, err := r.cut(ctx, plan.VMID.ValueString(), plan.Quiesce.ValueBool())
+	b, err := r.data.cluster.Cut(ctx, plan.VMID.ValueString(), plan.Quiesce.ValueBool())
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to back up VM", err.Error())
 		return
 	}
-	if release != "" {
+	if b.Unreleased != "" {
 		// The backup exists; the guest may not run. Keep the backup in the
 		// state and say loudly what to do.
-		resp.Diagnostics.AddError("VM not resumed after its backup", release)
+		resp.Diagnostics.AddError("VM not resumed after its backup", b.Unreleased)
 	}
-	if exportPath != "" && release == "" {
-		if err := exportBackup(ctx, r.data.storage, set, domainXML, exportPath); err != nil {
-			// Nothing half-done: the backup goes with its failed export.
-			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-			defer dcancel()
-			if derr := r.data.storage.DeleteSnapshotSet(dctx, set.ID); derr != nil && !errors.Is(derr, storage.ErrNotFound) {
-				err = fmt.Errorf("%w; deleting the backup's snapshot set %s failed too: %v", err, set.ID, derr)
-			}
+	if exportPath != "" && b.Unreleased == "" {
+		if err := r.data.cluster.Export(ctx, b, exportPath); err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("export_path"), "Unable to export backup", err.Error())
 			return
 		}
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, backupFromSet(set, plan))...)
-}
-
-// cut makes the backup: it stills the VM's disks (agent freeze or pause),
-// snapshots them all at one instant with the domain XML attached, and
-// releases the guest. release is "" when the guest was released, else what
-// went wrong and what to do.
-func (r *backupResource) cut(ctx context.Context, vmID string, quiesce bool) (set storage.SnapshotSet, domainXML, release string, err error) {
-	loc, vm, err := r.source(ctx, vmID)
-	if err != nil {
-		return set, "", "", err
-	}
-	if domainXML, err = r.hosts.DomainXML(ctx, loc.URI, vm.UUID); err != nil {
-		return set, "", "", err
-	}
-	volumes := make([]string, len(vm.Disks))
-	for i, d := range vm.Disks {
-		volumes[i] = d.Volume
-	}
-	q, thaw, err := r.hosts.Quiesce(ctx, loc.URI, vm.UUID, quiesce)
-	if err != nil {
-		return set, "", "", err
-	}
-	if q.AgentError != "" {
-		tflog.Info(ctx, "no guest agent answered; pausing the VM instead", map[string]any{"vm": vm.Name, "agent": q.AgentError})
-	}
-	set, err = r.data.storage.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{
-		Volumes: volumes,
-		Labels: map[string]string{
-			labelVMID: vm.UUID, labelVMName: vm.Name, labelConsistency: q.Consistency, labelQuiesced: q.How,
-		},
-		Attachments: map[string]string{domainAttachment: domainXML},
-	})
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer rcancel()
-	held, rerr := thaw(rctx)
-	if q.How != hypervisor.QuiescedStopped {
-		tflog.Info(ctx, "VM stood still for its backup", map[string]any{"vm": vm.Name, "how": q.How,
-			"pause_ms": held.Milliseconds(), "consistency": q.Consistency})
-	}
-	if err != nil {
-		if rerr != nil {
-			err = fmt.Errorf("%w; and the VM could not be released: %v (resume it with virsh resume or "+
-				"virsh domfsthaw on host %s)", err, rerr, loc.Host)
-		}
-		return set, "", "", fmt.Errorf("snapshot the disks of VM %s: %w", vm.Name, err)
-	}
-	if rerr != nil {
-		release = fmt.Sprintf("The backup %s was made, but VM %s on host %s could not be released after it: %v. "+
-			"Resume it by hand (virsh resume %s, or virsh domfsthaw %s after a freeze).",
-			set.ID, vm.Name, loc.Host, rerr, vm.Name, vm.Name)
-	}
-	// The pause is known only now: the set keeps it as a label too, for the
-	// data source and for an import.
-	if set.Labels == nil {
-		set.Labels = map[string]string{}
-	}
-	set.Labels[labelPauseMS] = strconv.FormatInt(held.Milliseconds(), 10)
-	if _, lerr := r.data.storage.SetSnapshotSetLabels(ctx, set.ID, set.Labels); lerr != nil {
-		tflog.Warn(ctx, "could not record the pause on the backup", map[string]any{"backup": set.ID, "error": lerr.Error()})
-	}
-	return set, domainXML, release, nil
+	resp.Diagnostics.Append(resp.State.Set(ctx, backupFromSet(b.Set, plan))...)
 }
 
 // backupFromSet is the state of a backup from its snapshot set on the
@@ -380,12 +255,12 @@ func backupFromSet(set storage.SnapshotSet, prior backupModel) backupModel {
 	out := prior
 	out.ID = types.StringValue(set.ID)
 	if out.VMID.IsNull() || out.VMID.IsUnknown() { // imported: vm_id as the set knows it
-		out.VMID = types.StringValue(set.Labels[labelVMID])
+		out.VMID = types.StringValue(set.Labels[cluster.LabelVMID])
 	}
-	out.VMName = types.StringValue(set.Labels[labelVMName])
+	out.VMName = types.StringValue(set.Labels[cluster.LabelVMName])
 	out.CreatedAt = types.StringValue(set.CreatedAt.UTC().Format(time.RFC3339Nano))
-	out.Consistency = types.StringValue(set.Labels[labelConsistency])
-	pause, _ := strconv.ParseInt(set.Labels[labelPauseMS], 10, 64)
+	out.Consistency = types.StringValue(set.Labels[cluster.LabelConsistency])
+	pause, _ := strconv.ParseInt(set.Labels[cluster.LabelPauseMS], 10, 64)
 	out.PauseMS = types.Int64Value(pause)
 	if out.Quiesce.IsNull() || out.Quiesce.IsUnknown() {
 		out.Quiesce = types.BoolValue(true)
@@ -423,9 +298,9 @@ func (r *backupResource) Read(ctx context.Context, req resource.ReadRequest, res
 		resp.Diagnostics.AddError("Unable to read backup", err.Error())
 		return
 	}
-	if set.Labels[labelVMID] == "" {
+	if set.Labels[cluster.LabelVMID] == "" {
 		resp.Diagnostics.AddError("Not a Drover backup",
-			fmt.Sprintf("Snapshot set %s on the target has no %s label: it was not made by drover_backup.", set.ID, labelVMID))
+			fmt.Sprintf("Snapshot set %s on the target has no %s label: it was not made by drover_backup.", set.ID, cluster.LabelVMID))
 		return
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, backupFromSet(set, state))...)
@@ -456,22 +331,4 @@ func (r *backupResource) Delete(ctx context.Context, req resource.DeleteRequest,
 
 func (r *backupResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
-}
-
-// checkExportPath fails unless dir is a folder that is empty or can be made.
-func checkExportPath(dir string) error {
-	if dir == "" {
-		return errors.New("export_path is empty: leave it out, or name a folder")
-	}
-	entries, err := os.ReadDir(dir)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return fmt.Errorf("export_path %q: %w", dir, err)
-	case len(entries) > 0:
-		return fmt.Errorf("export_path %q is not empty (it has %s): an export never overwrites files. "+
-			"Name a new folder", dir, entries[0].Name())
-	}
-	return nil
 }

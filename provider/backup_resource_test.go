@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 )
@@ -271,7 +272,7 @@ resource "drover_vm" "restored" {
 // named vm.
 func (l vmLab) checkNoBackups(vm string) resource.TestCheckFunc {
 	return func(*terraform.State) error {
-		sets, err := l.target.ListSnapshotSets(context.Background(), map[string]string{labelVMName: vm})
+		sets, err := l.target.ListSnapshotSets(context.Background(), map[string]string{cluster.LabelVMName: vm})
 		if err != nil {
 			return err
 		}
@@ -290,7 +291,7 @@ func (l vmLab) checkExport(dir, vm string, attrs map[string]string, snaps ...[]b
 	if err != nil {
 		return err
 	}
-	var m exportManifest
+	var m cluster.Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		return fmt.Errorf("manifest.json: %w", err)
 	}
@@ -414,7 +415,7 @@ resource "drover_backup" "broken" {
 					}
 					vm := hypervisor.VM{UUID: brokenID, Name: name + "-2", Type: "qemu", MemoryMiB: 64, MaxMemoryMiB: 64, VCPUs: 1, MaxVCPUs: 1,
 						Boot:    hypervisor.Boot{Kernel: l.info.GuestKernel, Initrd: l.info.GuestInitrd},
-						Storage: hypervisor.Storage{Portal: l.info.StoragePortal, Initiator: hostInitiator("alpha")},
+						Storage: hypervisor.Storage{Portal: l.info.StoragePortal, Initiator: hypervisor.HostInitiator("alpha")},
 						Disks:   []hypervisor.Disk{{Volume: doomed, IQN: vol.IQN, LUN: vol.LUN}}}
 					if _, err := l.libvirt.DefineVM(ctx, l.info.AlphaURI, vm); err != nil {
 						t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 )
 
 var (
@@ -93,10 +95,10 @@ func (d *backupsDataSource) Read(ctx context.Context, req datasource.ReadRequest
 		return
 	}
 	if d.data.storage == nil {
-		resp.Diagnostics.AddError("No storage configured", errNoStorage.Error())
+		resp.Diagnostics.AddError("No storage configured", cluster.ErrNoStorage.Error())
 		return
 	}
-	sets, err := d.data.storage.ListSnapshotSets(ctx, map[string]string{labelVMID: m.VMID.ValueString()})
+	sets, err := d.data.storage.ListSnapshotSets(ctx, map[string]string{cluster.LabelVMID: m.VMID.ValueString()})
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to list backups", err.Error())
 		return
@@ -104,12 +106,12 @@ func (d *backupsDataSource) Read(ctx context.Context, req datasource.ReadRequest
 	sort.SliceStable(sets, func(i, j int) bool { return sets[i].CreatedAt.After(sets[j].CreatedAt) })
 	items := make([]attr.Value, 0, len(sets))
 	for _, set := range sets {
-		pause, _ := strconv.ParseInt(set.Labels[labelPauseMS], 10, 64)
+		pause, _ := strconv.ParseInt(set.Labels[cluster.LabelPauseMS], 10, 64)
 		items = append(items, types.ObjectValueMust(backupSummaryAttrTypes, map[string]attr.Value{
 			"id":          types.StringValue(set.ID),
-			"vm_name":     types.StringValue(set.Labels[labelVMName]),
+			"vm_name":     types.StringValue(set.Labels[cluster.LabelVMName]),
 			"created_at":  types.StringValue(set.CreatedAt.UTC().Format(time.RFC3339Nano)),
-			"consistency": types.StringValue(set.Labels[labelConsistency]),
+			"consistency": types.StringValue(set.Labels[cluster.LabelConsistency]),
 			"pause_ms":    types.Int64Value(pause),
 			"disks":       backupDisks(set),
 		}))

@@ -9,7 +9,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
-	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/placement"
 )
 
@@ -30,27 +30,9 @@ const tokenEnv = "DROVER_STORAGE_TOKEN"
 // config is the provider block in plain Go, defaults applied. It is made once,
 // in Configure; nothing past that point sees Terraform types.
 type config struct {
-	Hosts     []hostConfig   // sorted by name
-	Storage   *storageConfig // nil when the block has no storage
-	Placement placementConfig
-}
-
-// placementConfig is the provider block's placement settings.
-type placementConfig struct {
-	Strategy          placement.Strategy
-	MigrationsPerHost int
-}
-
-type hostConfig struct {
-	Name              string
-	URI               string
-	Maintenance       bool
-	ReservedMemoryMiB int64
-	CPUOvercommit     float64
-	MemoryOvercommit  float64
-	// DomainType is "kvm", "qemu", or empty for "kvm when the host offers
-	// it"; see domainType.
-	DomainType string
+	Hosts     []cluster.HostConfig // sorted by name
+	Storage   *storageConfig       // nil when the block has no storage
+	Placement cluster.PlacementConfig
 }
 
 type storageConfig struct {
@@ -59,133 +41,162 @@ type storageConfig struct {
 	Portal   string
 }
 
-// domainType is the domain type to give this host's VMs.
-func (h hostConfig) domainType(facts hypervisor.Host) string {
-	if h.DomainType != "" {
-		return h.DomainType
-	}
-	if facts.KVM {
-		return "kvm"
-	}
-	return "qemu"
-}
-
-// hostURIs maps the configured hosts' names to their URIs.
-func (c config) hostURIs() map[string]string {
-	out := make(map[string]string, len(c.Hosts))
-	for _, h := range c.Hosts {
-		out[h.Name] = h.URI
+// cluster is the configuration of the cluster the provider block declares.
+func (c config) cluster() cluster.Config {
+	out := cluster.Config{Hosts: c.Hosts, Placement: c.Placement}
+	if c.Storage != nil {
+		out.Portal = c.Storage.Portal
 	}
 	return out
 }
 
-// freeMemoryMiB is what placement may still give to VMs on the host.
-func (h hostConfig) freeMemoryMiB(facts hypervisor.Host) int64 {
-	return hypervisor.FreeMemoryMiB(facts.MemoryMiB, h.ReservedMemoryMiB, h.MemoryOvercommit, facts.CommittedMemoryMiB())
+// volumeAccess is the access every volume of this configuration gets. It
+// needs the storage settings.
+func (c config) volumeAccess() cluster.Access {
+	token := ""
+	if c.Storage != nil {
+		token = c.Storage.Token
+	}
+	return cluster.AccessFor(c.cluster().HostNames(), token)
 }
 
-// config converts the provider block, applying defaults. The schema's
-// validators have already refused bad values; what is left to catch here is
-// what they cannot see: values unknown at plan time and a missing token.
+// config converts the provider block, block by block, applying defaults.
+// The schema's validators have already refused bad values; what is left to
+// catch here is what they cannot see: values unknown at plan time and a
+// missing token.
 func (m providerModel) config(ctx context.Context) (config, diag.Diagnostics) {
 	var (
 		cfg   config
 		diags diag.Diagnostics
 	)
+	cfg.Hosts, diags = m.hostsConfig(ctx)
+	if diags.HasError() {
+		return cfg, diags
+	}
+	var d diag.Diagnostics
+	if cfg.Placement, d = m.placementConfig(ctx); d.HasError() {
+		return cfg, append(diags, d...)
+	}
+	cfg.Storage, d = m.storageConfig(ctx)
+	return cfg, append(diags, d...)
+}
+
+// hostsConfig converts the hosts, sorted by name.
+func (m providerModel) hostsConfig(ctx context.Context) ([]cluster.HostConfig, diag.Diagnostics) {
+	var diags diag.Diagnostics
 	if m.Hosts.IsUnknown() {
 		diags.AddAttributeError(path.Root("hosts"), "Hosts are unknown",
 			"The provider needs its hosts known when planning; do not derive them from resources.")
-		return cfg, diags
+		return nil, diags
 	}
 	var hosts map[string]hostModel
 	diags.Append(m.Hosts.ElementsAs(ctx, &hosts, false)...)
 	if diags.HasError() {
-		return cfg, diags
+		return nil, diags
 	}
+	var out []cluster.HostConfig
 	for name, hm := range hosts {
-		at := path.Root("hosts").AtMapKey(name)
 		if hm.URI.IsUnknown() || hm.Maintenance.IsUnknown() || hm.ReservedMemoryMiB.IsUnknown() ||
 			hm.CPUOvercommit.IsUnknown() || hm.MemoryOvercommit.IsUnknown() || hm.DomainType.IsUnknown() {
-			diags.AddAttributeError(at, "Host settings are unknown",
+			diags.AddAttributeError(path.Root("hosts").AtMapKey(name), "Host settings are unknown",
 				"The settings of host "+name+" must be known when planning.")
 			continue
 		}
-		h := hostConfig{
-			Name:              name,
-			URI:               hm.URI.ValueString(),
-			Maintenance:       hm.Maintenance.ValueBool(),
-			ReservedMemoryMiB: defaultReservedMemoryMiB,
-			CPUOvercommit:     defaultCPUOvercommit,
-			MemoryOvercommit:  defaultMemoryOvercommit,
-			DomainType:        hm.DomainType.ValueString(),
-		}
-		if !hm.ReservedMemoryMiB.IsNull() {
-			h.ReservedMemoryMiB = hm.ReservedMemoryMiB.ValueInt64()
-		}
-		if !hm.CPUOvercommit.IsNull() {
-			h.CPUOvercommit = hm.CPUOvercommit.ValueFloat64()
-		}
-		if !hm.MemoryOvercommit.IsNull() {
-			h.MemoryOvercommit = hm.MemoryOvercommit.ValueFloat64()
-		}
-		cfg.Hosts = append(cfg.Hosts, h)
+		out = append(out, hm.hostConfig(name))
 	}
-	sort.Slice(cfg.Hosts, func(i, j int) bool { return cfg.Hosts[i].Name < cfg.Hosts[j].Name })
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, diags
+}
 
-	cfg.Placement = placementConfig{Strategy: placement.Spread, MigrationsPerHost: defaultMigrationsPerHost}
-	if m.Placement.IsUnknown() {
+// hostConfig converts one known host, applying defaults.
+func (hm hostModel) hostConfig(name string) cluster.HostConfig {
+	h := cluster.HostConfig{
+		Name:              name,
+		URI:               hm.URI.ValueString(),
+		Maintenance:       hm.Maintenance.ValueBool(),
+		ReservedMemoryMiB: defaultReservedMemoryMiB,
+		CPUOvercommit:     defaultCPUOvercommit,
+		MemoryOvercommit:  defaultMemoryOvercommit,
+		DomainType:        hm.DomainType.ValueString(),
+	}
+	if !hm.ReservedMemoryMiB.IsNull() {
+		h.ReservedMemoryMiB = hm.ReservedMemoryMiB.ValueInt64()
+	}
+	if !hm.CPUOvercommit.IsNull() {
+		h.CPUOvercommit = hm.CPUOvercommit.ValueFloat64()
+	}
+	if !hm.MemoryOvercommit.IsNull() {
+		h.MemoryOvercommit = hm.MemoryOvercommit.ValueFloat64()
+	}
+	return h
+}
+
+// placementConfig converts the placement block, applying defaults.
+func (m providerModel) placementConfig(ctx context.Context) (cluster.PlacementConfig, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	out := cluster.PlacementConfig{Strategy: placement.Spread, MigrationsPerHost: defaultMigrationsPerHost}
+	unknown := func() (cluster.PlacementConfig, diag.Diagnostics) {
 		diags.AddAttributeError(path.Root("placement"), "Placement settings are unknown",
 			"The placement settings must be known when planning.")
-		return cfg, diags
+		return out, diags
 	}
-	if !m.Placement.IsNull() {
-		var pm placementSettingsModel
-		diags.Append(m.Placement.As(ctx, &pm, basetypes.ObjectAsOptions{})...)
-		if diags.HasError() {
-			return cfg, diags
-		}
-		if pm.Strategy.IsUnknown() || pm.MigrationsPerHost.IsUnknown() {
-			diags.AddAttributeError(path.Root("placement"), "Placement settings are unknown",
-				"The placement settings must be known when planning.")
-			return cfg, diags
-		}
-		if pm.Strategy.ValueString() == "pack" {
-			cfg.Placement.Strategy = placement.Pack
-		}
-		if !pm.MigrationsPerHost.IsNull() {
-			cfg.Placement.MigrationsPerHost = int(pm.MigrationsPerHost.ValueInt64())
-		}
+	if m.Placement.IsUnknown() {
+		return unknown()
 	}
+	if m.Placement.IsNull() {
+		return out, diags
+	}
+	var pm placementSettingsModel
+	diags.Append(m.Placement.As(ctx, &pm, basetypes.ObjectAsOptions{})...)
+	if diags.HasError() {
+		return out, diags
+	}
+	if pm.Strategy.IsUnknown() || pm.MigrationsPerHost.IsUnknown() {
+		return unknown()
+	}
+	if pm.Strategy.ValueString() == "pack" {
+		out.Strategy = placement.Pack
+	}
+	if !pm.MigrationsPerHost.IsNull() {
+		out.MigrationsPerHost = int(pm.MigrationsPerHost.ValueInt64())
+	}
+	return out, diags
+}
 
-	if m.Storage.IsUnknown() {
+// storageConfig converts the storage block (nil without one); the token
+// defaults to the environment's.
+func (m providerModel) storageConfig(ctx context.Context) (*storageConfig, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	unknown := func() (*storageConfig, diag.Diagnostics) {
 		diags.AddAttributeError(path.Root("storage"), "Storage settings are unknown",
 			"The storage settings must be known when planning.")
-		return cfg, diags
+		return nil, diags
 	}
-	if !m.Storage.IsNull() {
-		var s storageModel
-		diags.Append(m.Storage.As(ctx, &s, basetypes.ObjectAsOptions{})...)
-		if diags.HasError() {
-			return cfg, diags
-		}
-		if s.Endpoint.IsUnknown() || s.Token.IsUnknown() || s.Portal.IsUnknown() {
-			diags.AddAttributeError(path.Root("storage"), "Storage settings are unknown",
-				"The storage settings must be known when planning.")
-			return cfg, diags
-		}
-		st := &storageConfig{
-			Endpoint: s.Endpoint.ValueString(),
-			Token:    s.Token.ValueString(),
-			Portal:   s.Portal.ValueString(),
-		}
-		if st.Token == "" {
-			st.Token = os.Getenv(tokenEnv)
-		}
-		if st.Token == "" {
-			diags.AddAttributeError(path.Root("storage").AtName("token"), "No storage token",
-				"Set storage.token in the provider block or the environment variable "+tokenEnv+".")
-		}
-		cfg.Storage = st
+	if m.Storage.IsUnknown() {
+		return unknown()
 	}
-	return cfg, diags
+	if m.Storage.IsNull() {
+		return nil, diags
+	}
+	var s storageModel
+	diags.Append(m.Storage.As(ctx, &s, basetypes.ObjectAsOptions{})...)
+	if diags.HasError() {
+		return nil, diags
+	}
+	if s.Endpoint.IsUnknown() || s.Token.IsUnknown() || s.Portal.IsUnknown() {
+		return unknown()
+	}
+	st := &storageConfig{
+		Endpoint: s.Endpoint.ValueString(),
+		Token:    s.Token.ValueString(),
+		Portal:   s.Portal.ValueString(),
+	}
+	if st.Token == "" {
+		st.Token = os.Getenv(tokenEnv)
+	}
+	if st.Token == "" {
+		diags.AddAttributeError(path.Root("storage").AtName("token"), "No storage token",
+			"Set storage.token in the provider block or the environment variable "+tokenEnv+".")
+	}
+	return st, diags
 }

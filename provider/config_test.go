@@ -9,7 +9,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/provider"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
-	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/placement"
 )
 
@@ -74,7 +74,7 @@ func TestConfigAppliesDefaultsAndSortsHosts(t *testing.T) {
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
-	want := []hostConfig{
+	want := []cluster.HostConfig{
 		{Name: "alpha", URI: "qemu:///a", ReservedMemoryMiB: 512, CPUOvercommit: 4, MemoryOvercommit: 1},
 		{Name: "beta", URI: "qemu:///b", Maintenance: true, ReservedMemoryMiB: 0, CPUOvercommit: 1,
 			MemoryOvercommit: 1.5, DomainType: "qemu"},
@@ -90,7 +90,7 @@ func TestConfigAppliesDefaultsAndSortsHosts(t *testing.T) {
 	if cfg.Storage != nil {
 		t.Errorf("storage = %+v without a storage block, want nil", cfg.Storage)
 	}
-	if want := (placementConfig{Strategy: placement.Spread, MigrationsPerHost: 2}); cfg.Placement != want {
+	if want := (cluster.PlacementConfig{Strategy: placement.Spread, MigrationsPerHost: 2}); cfg.Placement != want {
 		t.Errorf("placement = %+v without a placement block, want %+v", cfg.Placement, want)
 	}
 }
@@ -114,7 +114,7 @@ func TestConfigPlacementSettings(t *testing.T) {
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
-	if want := (placementConfig{Strategy: placement.Pack, MigrationsPerHost: 3}); cfg.Placement != want {
+	if want := (cluster.PlacementConfig{Strategy: placement.Pack, MigrationsPerHost: 3}); cfg.Placement != want {
 		t.Errorf("placement = %+v, want %+v", cfg.Placement, want)
 	}
 }
@@ -168,28 +168,6 @@ func TestConfigRefusesUnknownHosts(t *testing.T) {
 	_, diags := m.config(context.Background())
 	if !diags.HasError() {
 		t.Fatal("unknown hosts were accepted")
-	}
-}
-
-func TestDomainTypeDefaultsToKVMWhenTheHostOffersIt(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name       string
-		configured string
-		kvm        bool
-		want       string
-	}{
-		{"a host that offers kvm gets kvm", "", true, "kvm"},
-		{"a host without kvm gets qemu", "", false, "qemu"},
-		{"a configured type wins over what the host offers", "qemu", true, "qemu"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := hostConfig{DomainType: tt.configured}
-			if got := h.domainType(hypervisor.Host{KVM: tt.kvm}); got != tt.want {
-				t.Errorf("domainType = %q, want %q", got, tt.want)
-			}
-		})
 	}
 }
 

@@ -3,23 +3,12 @@ package provider
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
-	"golang.org/x/sync/errgroup"
-
-	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 )
-
-// hostReadTimeout bounds how long one host may take to report its facts; a
-// host slower than that is reported unreachable.
-const hostReadTimeout = 30 * time.Second
-
-// hostReadConcurrency bounds how many hosts are asked at once.
-const hostReadConcurrency = 8
 
 var (
 	_ datasource.DataSource              = (*hostsDataSource)(nil)
@@ -125,56 +114,43 @@ func (d *hostsDataSource) Configure(_ context.Context, req datasource.ConfigureR
 }
 
 func (d *hostsDataSource) Read(ctx context.Context, _ datasource.ReadRequest, resp *datasource.ReadResponse) {
-	if d.data == nil || d.data.hosts == nil {
+	if d.data == nil || d.data.cluster.Hosts().Reader == nil {
 		resp.Diagnostics.AddError("Provider not configured",
 			"drover_hosts needs a configured provider. This is a bug in the provider.")
 		return
 	}
-	hosts := d.data.config.Hosts
-
-	// Hosts are asked in parallel, so one slow host costs its own timeout,
-	// not one per host.
-	facts := make([]hypervisor.Host, len(hosts))
-	errs := make([]error, len(hosts))
-	var g errgroup.Group
-	g.SetLimit(hostReadConcurrency)
-	for i, h := range hosts {
-		g.Go(func() error {
-			ctx, cancel := context.WithTimeout(ctx, hostReadTimeout)
-			defer cancel()
-			facts[i], errs[i] = d.data.hosts.Host(ctx, h.URI)
-			return nil
-		})
-	}
-	_ = g.Wait()
-
-	state := hostsDataSourceModel{Hosts: make(map[string]hostStateModel, len(hosts))}
-	for i, h := range hosts {
+	// The cluster's own survey: hosts are asked in parallel, so one slow
+	// host costs its own timeout, not one per host, and free memory is what
+	// placement counts.
+	view := d.data.cluster.Survey(ctx)
+	state := hostsDataSourceModel{Hosts: make(map[string]hostStateModel, len(view.Hosts))}
+	for _, h := range view.Hosts {
+		name, uri := h.Config.Name, h.Config.URI
 		s := hostStateModel{
-			URI:                types.StringValue(h.URI),
-			Reachable:          types.BoolValue(errs[i] == nil),
-			Maintenance:        types.BoolValue(h.Maintenance),
+			URI:                types.StringValue(uri),
+			Reachable:          types.BoolValue(h.Err == nil),
+			Maintenance:        types.BoolValue(h.Config.Maintenance),
 			CPUs:               types.Int64Null(),
 			MemoryMiB:          types.Int64Null(),
 			CommittedMemoryMiB: types.Int64Null(),
 			FreeMemoryMiB:      types.Int64Null(),
 		}
-		if err := errs[i]; err != nil {
-			resp.Diagnostics.AddWarning(fmt.Sprintf("Host %s is unreachable", h.Name),
-				fmt.Sprintf("Host %s (%s) did not answer: %v. It is reported with reachable = false.", h.Name, h.URI, err))
-			state.Hosts[h.Name] = s
+		if err := h.Err; err != nil {
+			resp.Diagnostics.AddWarning(fmt.Sprintf("Host %s is unreachable", name),
+				fmt.Sprintf("Host %s (%s) did not answer: %v. It is reported with reachable = false.", name, uri, err))
+			state.Hosts[name] = s
 			continue
 		}
-		f := facts[i]
+		f := h.Facts
 		s.CPUs = types.Int64Value(int64(f.CPUs))
 		s.MemoryMiB = types.Int64Value(f.MemoryMiB)
 		s.CommittedMemoryMiB = types.Int64Value(f.CommittedMemoryMiB())
-		s.FreeMemoryMiB = types.Int64Value(h.freeMemoryMiB(f))
+		s.FreeMemoryMiB = types.Int64Value(view.FreeMemoryMiB(name))
 		s.VMs = f.DomainNames()
 		tflog.Debug(ctx, "read host", map[string]any{
-			"host": h.Name, "uri": h.URI, "cpus": f.CPUs, "memory_mib": f.MemoryMiB, "domains": len(f.Domains),
+			"host": name, "uri": uri, "cpus": f.CPUs, "memory_mib": f.MemoryMiB, "domains": len(f.Domains),
 		})
-		state.Hosts[h.Name] = s
+		state.Hosts[name] = s
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 )
@@ -61,9 +62,10 @@ type providerData struct {
 	// resizer tells running VMs that a volume grew; nil when the hosts'
 	// hypervisor cannot.
 	resizer diskResizer
-	// placer keeps the placement decisions of this configured provider:
-	// one at a time, each booked until it is carried out (see placer).
-	placer *placer
+	// cluster is what the configured provider's VMs and backups run
+	// through: the hosts, the storage box and the placement decisions
+	// under way (one at a time, each booked until it is carried out).
+	cluster *cluster.Cluster
 }
 
 // providerModel is the provider block as Terraform sends it.
@@ -222,7 +224,8 @@ func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	data := &providerData{config: cfg, hosts: p.hosts, placer: newPlacer(cfg.Placement.MigrationsPerHost)}
+	data := &providerData{config: cfg, hosts: p.hosts}
+	var st cluster.Storage
 	if cfg.Storage != nil {
 		client, err := storage.New(cfg.Storage.Endpoint, cfg.Storage.Token)
 		if err != nil {
@@ -230,7 +233,9 @@ func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRe
 			return
 		}
 		data.storage = client
+		st = cluster.StorageOf(client)
 	}
+	data.cluster = cluster.New(cfg.cluster(), cfg.volumeAccess(), cluster.HostsOf(p.hosts), st, tfLogger{})
 	data.resizer, _ = p.hosts.(diskResizer)
 	resp.DataSourceData = data
 	resp.ResourceData = data

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 )
 
@@ -21,7 +22,7 @@ import (
 // unknown host in a pin, memory no host can hold, a volume that does not
 // exist, a restart that allow_restart does not allow.
 func (r *vmResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
-	if req.Plan.Raw.IsNull() || r.hosts == nil {
+	if req.Plan.Raw.IsNull() || r.cluster == nil {
 		return // destroy, or the provider is not configured yet
 	}
 	var plan, config vmModel
@@ -62,16 +63,16 @@ func (r *vmResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequ
 
 // checkSettings checks what needs no host: the pin names a configured host,
 // the memory settings agree, no volume is listed twice.
-func (r *vmResource) checkSettings(plan vmModel, want vmSpec) diag.Diagnostics {
+func (r *vmResource) checkSettings(plan vmModel, want cluster.VMSpec) diag.Diagnostics {
 	var diags diag.Diagnostics
 	if pin := want.VM.Placement.Host; pin != "" {
-		if _, ok := r.hostConfig(pin); !ok {
+		if _, ok := r.cfg.cluster().Host(pin); !ok {
 			diags.AddAttributeError(path.Root("placement").AtName("host"), "Unknown host",
 				fmt.Sprintf("placement.host = %q names no host of the provider block; the hosts are %s.", pin, r.hostNames()))
 		}
 	}
 	for _, h := range want.VM.Placement.PreferredHosts {
-		if _, ok := r.hostConfig(h); !ok && h != "" {
+		if _, ok := r.cfg.cluster().Host(h); !ok && h != "" {
 			diags.AddAttributeError(path.Root("placement").AtName("preferred_hosts"), "Unknown host",
 				fmt.Sprintf("placement.preferred_hosts names %q, which is no host of the provider block; the hosts are %s.", h, r.hostNames()))
 		}
@@ -85,7 +86,7 @@ func (r *vmResource) checkSettings(plan vmModel, want vmSpec) diag.Diagnostics {
 		if d.Volume != "" && seen[d.Volume] {
 			diags.AddAttributeError(path.Root("disks").AtListIndex(i).AtName("volume_id"), "Volume listed twice",
 				fmt.Sprintf("Volume %q is already disk %d of this VM: a volume can be attached once.",
-					d.Volume, slices.Index(volumes(want.VM.Disks), d.Volume)+1))
+					d.Volume, slices.Index(cluster.Volumes(want.VM.Disks), d.Volume)+1))
 		}
 		seen[d.Volume] = true
 	}
@@ -132,23 +133,36 @@ func (r *vmResource) checkVolumes(ctx context.Context, plan vmModel) diag.Diagno
 // planNew checks that some host can take the new VM, and says where it goes
 // when it is pinned; otherwise its host is known after apply, when the
 // placement engine has the cluster as it is then.
-func (r *vmResource) planNew(ctx context.Context, plan *vmModel, want vmSpec) diag.Diagnostics {
+func (r *vmResource) planNew(ctx context.Context, plan *vmModel, want cluster.VMSpec) diag.Diagnostics {
 	var diags diag.Diagnostics
 	if !known(plan.MemoryMiB) || !known(plan.MaxMemoryMiB) || !known(plan.VCPUs) || !known(plan.Placement) {
 		return diags
 	}
-	view := surveyHosts(ctx, r.cfg, r.hosts)
-	if err := view.checkMemoryFits(want.VM.MaxMemoryMiB); err != nil {
-		diags.AddAttributeError(path.Root("memory_mib"), "Memory too large",
-			fmt.Sprintf("VM %s: %s.", want.VM.Name, err))
-		return diags
-	}
-	if _, err := chooseHost(view, want.VM, r.cfg.Placement.Strategy); err != nil {
-		diags.AddError("Unable to place VM", fmt.Sprintf("VM %s: %s.", want.VM.Name, placementError(err)))
+	if err := r.cluster.PlanNew(ctx, want.VM); err != nil {
+		diags.Append(planError(want.VM.Name, err, "")...)
 		return diags
 	}
 	if pin := want.VM.Placement.Host; pin != "" {
 		plan.Host = types.StringValue(pin)
+	}
+	return diags
+}
+
+// planError is the diagnostic of a cluster's plan-time error about the VM
+// named vm; more ends the detail of a placement error.
+func planError(vm string, err error, more string) diag.Diagnostics {
+	var (
+		diags    diag.Diagnostics
+		tooLarge *cluster.TooLargeError
+		twice    *cluster.DefinedTwiceError
+	)
+	switch {
+	case errors.As(err, &tooLarge):
+		diags.AddAttributeError(path.Root("memory_mib"), "Memory too large", fmt.Sprintf("VM %s: %s.", vm, err))
+	case errors.As(err, &twice):
+		diags.AddError("Unable to plan VM", err.Error())
+	default:
+		diags.AddError("Unable to place VM", fmt.Sprintf("VM %s: %s.%s", vm, err, more))
 	}
 	return diags
 }
@@ -158,7 +172,7 @@ func (r *vmResource) planNew(ctx context.Context, plan *vmModel, want vmSpec) di
 // chooses at apply time) and a warning says why and where; when the cluster
 // cannot meet the invariants, the plan fails before anything moves. It also
 // checks changes that need a restart against allow_restart.
-func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmModel, want vmSpec) diag.Diagnostics {
+func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmModel, want cluster.VMSpec) diag.Diagnostics {
 	var diags diag.Diagnostics
 	had, d := prior.spec(ctx)
 	diags.Append(d...)
@@ -179,7 +193,7 @@ func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmMode
 	if !known(plan.VCPUs) || !known(plan.MaxMemoryMiB) || !known(plan.Disks) || !known(plan.CloudInit) {
 		return diags
 	}
-	reasons := restartReasons(had, want)
+	reasons := cluster.RestartReasons(had, want)
 	if len(reasons) == 0 {
 		return diags
 	}
@@ -196,45 +210,25 @@ func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmMode
 }
 
 // planMove decides, with the whole cluster, whether the existing VM moves.
-func (r *vmResource) planMove(ctx context.Context, plan *vmModel, want, had vmSpec) diag.Diagnostics {
+func (r *vmResource) planMove(ctx context.Context, plan *vmModel, want, had cluster.VMSpec) diag.Diagnostics {
 	var diags diag.Diagnostics
-	view := surveyHosts(ctx, r.cfg, r.hosts)
-	if err := view.checkDefinedOnce(); err != nil {
-		diags.AddError("Unable to plan VM", err.Error())
-		return diags
-	}
-	if want.VM.MaxMemoryMiB > had.VM.MaxMemoryMiB {
-		if err := view.checkMemoryFits(want.VM.MaxMemoryMiB); err != nil {
-			diags.AddAttributeError(path.Root("memory_mib"), "Memory too large",
-				fmt.Sprintf("VM %s: %s.", want.VM.Name, err))
-			return diags
-		}
-	}
-	mp, err := planPlacement(view, want.VM, r.placementOptions())
+	mv, err := r.cluster.PlanChange(ctx, want.VM, had.VM)
 	if err != nil {
-		diags.AddError("Unable to place VM", fmt.Sprintf("VM %s: %s%s. Nothing was moved.",
-			want.VM.Name, placementErrorFor(err, want.VM.Name), view.unreachableNote()))
+		return planError(want.VM.Name, err, " Nothing was moved.")
+	}
+	if !mv.Found || !mv.Moves() {
 		return diags
 	}
-	if !mp.Found || !mp.Moves() {
-		return diags
-	}
-	if pin := want.VM.Placement.Host; pin != "" && pin == mp.Host {
+	if pin := want.VM.Placement.Host; pin != "" && pin == mv.Host {
 		plan.Host = types.StringValue(pin)
 	} else {
 		plan.Host = types.StringUnknown()
 	}
-	diags.AddWarning(fmt.Sprintf("VM %s will move", want.VM.Name), moveWarning(mp.Assignment, want.VM.Placement.SpreadGroup))
+	diags.AddWarning(fmt.Sprintf("VM %s will move", want.VM.Name), mv.Warning(want.VM.Placement.SpreadGroup))
 	return diags
 }
 
-func (r *vmResource) hostNames() string {
-	names := make([]string, len(r.cfg.Hosts))
-	for i, h := range r.cfg.Hosts {
-		names[i] = h.Name
-	}
-	return strings.Join(names, ", ")
-}
+func (r *vmResource) hostNames() string { return strings.Join(r.cfg.cluster().HostNames(), ", ") }
 
 // knowable is any Terraform value.
 type knowable interface{ IsUnknown() bool }

@@ -2,11 +2,8 @@ package provider
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -24,8 +21,10 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 var (
@@ -35,46 +34,13 @@ var (
 	_ resource.ResourceWithImportState = (*vmResource)(nil)
 )
 
-// vmHosts is what drover_vm needs of the hypervisor hosts, by URI.
-// *hypervisor.Pool is the real one.
-type vmHosts interface {
-	Host(ctx context.Context, uri string) (hypervisor.Host, error)
-	Locate(ctx context.Context, hosts map[string]string, vm string) ([]hypervisor.Location, error)
-	ReadVM(ctx context.Context, uri, vm string) (hypervisor.VM, hypervisor.Domain, error)
-	Domain(ctx context.Context, uri, vm string) (hypervisor.Domain, bool, error)
-	DefineVM(ctx context.Context, uri string, vm hypervisor.VM) (hypervisor.Domain, error)
-	CreateVM(ctx context.Context, uri string, vm hypervisor.VM) (hypervisor.Domain, error)
-	Start(ctx context.Context, uri, vm string) (hypervisor.Domain, error)
-	Shutdown(ctx context.Context, uri, vm string, grace time.Duration) (forced bool, err error)
-	Undefine(ctx context.Context, uri, vm string) error
-	SetMemory(ctx context.Context, uri, vm string, memoryMiB int64) error
-	SetMetadata(ctx context.Context, uri string, vm hypervisor.VM) error
-	AttachDisk(ctx context.Context, uri, vm string, s hypervisor.Storage, d hypervisor.Disk) (hypervisor.Disk, error)
-	DetachDisk(ctx context.Context, uri, vm, target string) error
-	AttachNIC(ctx context.Context, uri, vm string, n hypervisor.NIC) (hypervisor.NIC, error)
-	DetachNIC(ctx context.Context, uri, vm, mac string) error
-	EnsureCHAPSecret(ctx context.Context, uri, value string) error
-	CheckNetworks(ctx context.Context, uri string, nics []hypervisor.NIC) error
-	Move(ctx context.Context, vm, from, to string, opts hypervisor.MigrateOptions) (live bool, err error)
+// vmVolumes is what drover_vm's plan asks the storage box. *storage.Client
+// is the real one.
+type vmVolumes interface {
+	GetVolume(ctx context.Context, name string) (wire.Volume, error)
 }
 
-var _ vmHosts = (*hypervisor.Pool)(nil)
-
-// vmStorage is what drover_vm needs of the storage box. *storage.Client is
-// the real one.
-type vmStorage interface {
-	GetVolume(ctx context.Context, name string) (storage.Volume, error)
-	CreateVolume(ctx context.Context, req storage.CreateVolumeRequest) (storage.Volume, error)
-	UpdateVolume(ctx context.Context, name string, req storage.UpdateVolumeRequest) (storage.Volume, error)
-	GrowVolume(ctx context.Context, name string, sizeMiB int64) (storage.Volume, error)
-	UploadVolume(ctx context.Context, name string, image io.Reader, format string) error
-	DeleteVolume(ctx context.Context, name string, force bool) error
-	CreateSnapshot(ctx context.Context, volume string) (storage.Snapshot, error)
-	DownloadSnapshot(ctx context.Context, id string) (io.ReadCloser, error)
-	DeleteSnapshot(ctx context.Context, id string) error
-}
-
-var _ vmStorage = (*storage.Client)(nil)
+var _ vmVolumes = (*storage.Client)(nil)
 
 // Default timeouts of drover_vm's operations.
 const (
@@ -93,10 +59,8 @@ func NewVMResource() resource.Resource { return &vmResource{} }
 
 type vmResource struct {
 	cfg     config
-	hosts   vmHosts
-	storage vmStorage // nil when the provider block has no storage
-	access  volumeAccess
-	placer  *placer // the provider's placement decisions (providerData.placer)
+	cluster *cluster.Cluster
+	storage vmVolumes // nil when the provider block has no storage
 }
 
 type vmModel struct {
@@ -308,20 +272,16 @@ func (r *vmResource) Configure(_ context.Context, req resource.ConfigureRequest,
 			fmt.Sprintf("Unexpected provider data %T: this is a bug in the provider.", req.ProviderData))
 		return
 	}
-	hosts, ok := data.hosts.(vmHosts)
-	if !ok {
+	if !data.cluster.Hosts().RunsVMs() {
 		resp.Diagnostics.AddError("Unable to configure drover_vm",
 			fmt.Sprintf("The provider's hypervisor %T cannot run VMs: this is a bug in the provider.", data.hosts))
 		return
 	}
-	r.cfg, r.hosts, r.access, r.placer = data.config, hosts, data.config.volumeAccess(), data.placer
+	r.cfg, r.cluster = data.config, data.cluster
 	if data.storage != nil {
 		r.storage = data.storage
 	}
 }
-
-// hostURIs maps the configured hosts' names to their URIs.
-func (r *vmResource) hostURIs() map[string]string { return r.cfg.hostURIs() }
 
 func (r *vmResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan vmModel
@@ -339,7 +299,7 @@ func (r *vmResource) Create(ctx context.Context, req resource.CreateRequest, res
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	loc, err := r.create(ctx, spec)
+	loc, err := r.cluster.Create(ctx, spec)
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to create VM", err.Error())
 		return
@@ -371,14 +331,14 @@ func (r *vmResource) Read(ctx context.Context, req resource.ReadRequest, resp *r
 	if id == "" {
 		id = prior.Name.ValueString()
 	}
-	loc, found, warning, err := r.locate(ctx, id)
+	loc, found, warning, err := r.cluster.Locate(ctx, id)
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to read VM", err.Error())
 		return
 	}
 	if !found {
 		if was := prior.Host.ValueString(); was != "" {
-			if _, configured := r.hostConfig(was); !configured {
+			if _, configured := r.cfg.cluster().Host(was); !configured {
 				// Drover cannot look there: the VM may well run on.
 				resp.Diagnostics.AddAttributeError(path.Root("host"), "VM is on a host that is no longer configured",
 					fmt.Sprintf("VM %s was on host %s, which is not in the provider block any more, and it is on no "+
@@ -438,7 +398,7 @@ func (r *vmResource) Update(ctx context.Context, req resource.UpdateRequest, res
 	if known(plan.Host) {
 		planned = plan.Host.ValueString()
 	}
-	loc, err := r.update(ctx, had, want, planned, shutdownGrace(timeout))
+	loc, err := r.cluster.Update(ctx, had, want, planned, shutdownGrace(timeout))
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to update VM", err.Error())
 		// The plan's values (a move's destination, say) did not come
@@ -468,7 +428,7 @@ func (r *vmResource) Delete(ctx context.Context, req resource.DeleteRequest, res
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	if err := r.delete(ctx, prior.ID.ValueString(), prior.Name.ValueString(), shutdownGrace(timeout)); err != nil {
+	if err := r.cluster.Delete(ctx, prior.ID.ValueString(), prior.Name.ValueString(), shutdownGrace(timeout)); err != nil {
 		resp.Diagnostics.AddError("Unable to delete VM", err.Error())
 	}
 }
@@ -491,14 +451,9 @@ func (r *vmResource) readFrom(ctx context.Context, loc hypervisor.Location, prio
 // readManaged reads the VM at loc, which must be Drover's.
 func (r *vmResource) readManaged(ctx context.Context, loc hypervisor.Location) (hypervisor.VM, hypervisor.Domain, diag.Diagnostics) {
 	var diags diag.Diagnostics
-	vm, dom, err := r.hosts.ReadVM(ctx, loc.URI, loc.Domain.UUID)
+	vm, dom, err := r.cluster.ReadVM(ctx, loc)
 	if err != nil {
 		diags.AddError("Unable to read VM", err.Error())
-		return vm, dom, diags
-	}
-	if !vm.Managed {
-		diags.AddError("Unable to read VM", fmt.Sprintf(
-			"Domain %s on %s is not managed by Drover (no Drover metadata): Drover leaves it alone.", vm.Name, loc.Host))
 	}
 	return vm, dom, diags
 }
@@ -513,10 +468,10 @@ func (r *vmResource) readCloudInit(ctx context.Context, vm hypervisor.VM) (types
 			"The cloud-init CD-ROM of VM %s has no Drover volume in its metadata: it was not made by Drover.", vm.Name))
 		return null, diags
 	case r.storage == nil:
-		diags.AddError("Unable to read VM", fmt.Sprintf("VM %s has a cloud-init seed: %v.", vm.Name, errNoStorage))
+		diags.AddError("Unable to read VM", fmt.Sprintf("VM %s has a cloud-init seed: %v.", vm.Name, cluster.ErrNoStorage))
 		return null, diags
 	}
-	seed, err := r.readSeed(ctx, vm.CloudInit.Volume)
+	seed, err := r.cluster.ReadSeed(ctx, vm.CloudInit.Volume)
 	if err != nil {
 		diags.AddError("Unable to read VM", err.Error())
 		return null, diags
@@ -529,9 +484,3 @@ func (r *vmResource) readCloudInit(ctx context.Context, vm hypervisor.VM) (types
 func shutdownGrace(timeout time.Duration) time.Duration {
 	return min(maxShutdownGrace, timeout/2)
 }
-
-// errNoStorage is the error of a VM with disks or a seed in a provider
-// without storage.
-var errNoStorage = errors.New("the provider block has no storage: VMs with disks or cloud_init need it")
-
-func joinNames(names []string) string { return strings.Join(names, " and ") }

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 	"github.com/drover/terraform-provider-drover/internal/lab"
 	"github.com/drover/terraform-provider-drover/internal/storage"
@@ -177,7 +178,7 @@ func (l vmLab) checkVMGone(names []string, volumes []string) func(*terraform.Sta
 			if len(locs) > 0 {
 				return fmt.Errorf("vm %s is still defined on %s", name, locs[0].Host)
 			}
-			volumes = append(volumes, seedVolumeName(name))
+			volumes = append(volumes, cluster.SeedVolumeName(name))
 		}
 		for _, v := range volumes {
 			if _, err := l.target.GetVolume(ctx, v); !errors.Is(err, storage.ErrNotFound) {

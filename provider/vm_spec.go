@@ -3,8 +3,6 @@ package provider
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -12,18 +10,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
 	"github.com/drover/terraform-provider-drover/internal/cloudinit"
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 )
-
-// vmSpec is a drover_vm in plain Go: what the user declared, converted once
-// from the Terraform model. Its VM has the volume names of its disks and seed
-// but not where they are on the storage box nor how a host reaches them: that
-// is filled in when the VM is put on a host (see vmResource.resolve).
-type vmSpec struct {
-	VM      hypervisor.VM
-	Running bool
-	Seed    *cloudinit.Seed // nil without cloud_init
-}
 
 // Attribute types of the nested objects, for building values from the truth.
 var (
@@ -59,17 +48,15 @@ type vmPlacementModel struct {
 	SpreadGroup    types.String `tfsdk:"spread_group"`
 }
 
-// seedVolumeName is the name of the volume that holds a VM's cloud-init seed.
-func seedVolumeName(vm string) string { return vm + "-seed" }
-
 // consoleLogPath is the file on the host that keeps a VM's serial console.
 func consoleLogPath(vm string) string { return "/var/log/libvirt/qemu/" + vm + "-console.log" }
 
-// spec converts the model. Unknown values convert as their zero value: at
+// spec converts the model into the cluster's spec of the VM: the one
+// conversion of a drover_vm. Unknown values convert as their zero value: at
 // plan time callers look only at what is known.
-func (m vmModel) spec(ctx context.Context) (vmSpec, diag.Diagnostics) {
+func (m vmModel) spec(ctx context.Context) (cluster.VMSpec, diag.Diagnostics) {
 	var diags diag.Diagnostics
-	s := vmSpec{
+	s := cluster.VMSpec{
 		Running: m.Running.IsNull() || m.Running.IsUnknown() || m.Running.ValueBool(),
 		VM: hypervisor.VM{
 			Name:         m.Name.ValueString(),
@@ -116,7 +103,7 @@ func (m vmModel) spec(ctx context.Context) (vmSpec, diag.Diagnostics) {
 			UserData: ci.UserData.ValueString(), MetaData: ci.MetaData.ValueString(),
 			NetworkConfig: ci.NetworkConfig.ValueString(),
 		}
-		s.VM.CloudInit = &hypervisor.CDROM{Volume: seedVolumeName(s.VM.Name)}
+		s.VM.CloudInit = &hypervisor.CDROM{Volume: cluster.SeedVolumeName(s.VM.Name)}
 	}
 	if !m.Placement.IsNull() && !m.Placement.IsUnknown() {
 		var p vmPlacementModel
@@ -234,100 +221,3 @@ func listOrNull(elem attr.Type, elems []attr.Value, prior types.List) types.List
 	}
 	return types.ListValueMust(elem, elems)
 }
-
-// restartReasons lists the changes from old to new that a running VM can only
-// take by restarting, as "vcpus 1 → 2". Empty means every change is live.
-func restartReasons(old, new vmSpec) []string {
-	var out []string
-	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
-	o, n := old.VM, new.VM
-	if n.VCPUs != o.VCPUs {
-		add("vcpus %d → %d (vCPUs change only at boot)", o.VCPUs, n.VCPUs)
-	}
-	if n.MaxMemoryMiB != o.MaxMemoryMiB {
-		add("max_memory_mib %d → %d (memory grows live only up to max_memory_mib %d)", o.MaxMemoryMiB, n.MaxMemoryMiB, o.MaxMemoryMiB)
-	}
-	if n.Boot.Firmware != o.Boot.Firmware {
-		add("firmware %s → %s", o.Boot.Firmware, n.Boot.Firmware)
-	}
-	if n.Boot.Kernel != o.Boot.Kernel || n.Boot.Initrd != o.Boot.Initrd || n.Boot.Cmdline != o.Boot.Cmdline {
-		add("kernel, initrd or cmdline (read only at boot)")
-	}
-	if (old.Seed == nil) != (new.Seed == nil) || (old.Seed != nil && *old.Seed != *new.Seed) {
-		add("cloud_init (the seed is read at boot)")
-	}
-	if !liveDiskChange(volumes(o.Disks), volumes(n.Disks)) {
-		add("disks (the boot disk or the order of the disks changes)")
-	}
-	return out
-}
-
-func volumes(disks []hypervisor.Disk) []string {
-	out := make([]string, len(disks))
-	for i, d := range disks {
-		out[i] = d.Volume
-	}
-	return out
-}
-
-// liveDiskChange tells whether the disks can go from old to new by attaching
-// and detaching alone: the boot disk stays, and the disks that stay keep
-// their order with the new ones after them.
-func liveDiskChange(old, new []string) bool {
-	if len(old) > 0 && len(new) > 0 && old[0] != new[0] {
-		return false
-	}
-	var kept []string
-	for _, v := range old {
-		if slices.Contains(new, v) {
-			kept = append(kept, v)
-		}
-	}
-	return slices.Equal(kept, new[:len(kept)])
-}
-
-// diskChanges returns the guest devices of the disks of cur to detach and
-// the volumes of want to attach, in order.
-func diskChanges(cur []hypervisor.Disk, want []string) (detach []string, attach []string) {
-	have := map[string]bool{}
-	for _, d := range cur {
-		have[d.Volume] = true
-		if !slices.Contains(want, d.Volume) {
-			detach = append(detach, d.Target)
-		}
-	}
-	for _, v := range want {
-		if !have[v] {
-			attach = append(attach, v)
-		}
-	}
-	return detach, attach
-}
-
-// nicChanges returns the MACs of the interfaces of cur to detach and the
-// interfaces of want to attach. An interface with a MAC that cur has stays.
-func nicChanges(cur, want []hypervisor.NIC) (detach []string, attach []hypervisor.NIC) {
-	wanted := map[string]hypervisor.NIC{}
-	for _, n := range want {
-		if n.MAC != "" {
-			wanted[normalMAC(n.MAC)] = n
-		}
-	}
-	have := map[string]bool{}
-	for _, n := range cur {
-		w, ok := wanted[normalMAC(n.MAC)]
-		if ok && w.Network == n.Network && w.Bridge == n.Bridge {
-			have[normalMAC(n.MAC)] = true
-			continue
-		}
-		detach = append(detach, n.MAC)
-	}
-	for _, n := range want {
-		if n.MAC == "" || !have[normalMAC(n.MAC)] {
-			attach = append(attach, n)
-		}
-	}
-	return detach, attach
-}
-
-func normalMAC(mac string) string { return strings.ToLower(mac) }

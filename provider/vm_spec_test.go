@@ -2,7 +2,6 @@ package provider
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"testing"
 
@@ -10,8 +9,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/drover/terraform-provider-drover/internal/cloudinit"
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
-	"github.com/drover/terraform-provider-drover/internal/placement"
 )
 
 func testVMModel() vmModel {
@@ -57,7 +56,7 @@ func TestModelConvertsToOneSpec(t *testing.T) {
 		{"max memory", vm.MaxMemoryMiB, int64(1024)},
 		{"vcpus", vm.VCPUs, 2},
 		{"max vcpus equal vcpus", vm.MaxVCPUs, 2},
-		{"disks", strings.Join(volumes(vm.Disks), ","), "web1-root,web1-data"},
+		{"disks", strings.Join(cluster.Volumes(vm.Disks), ","), "web1-root,web1-data"},
 		{"nic", vm.NICs[0], hypervisor.NIC{Network: "default", MAC: "52:54:00:aa:bb:cc"}},
 		{"seed volume", vm.CloudInit.Volume, "web1-seed"},
 		{"seed", *s.Seed, cloudinit.Seed{MetaData: "instance-id: web1\n"}},
@@ -106,115 +105,11 @@ func TestStateFromTruthRefusesDisksWithoutVolumes(t *testing.T) {
 	}
 }
 
-func TestRestartReasons(t *testing.T) {
+func TestSeedReadsAsCloudInit(t *testing.T) {
 	t.Parallel()
-	base := func() vmSpec {
-		s, _ := testVMModel().spec(context.Background())
-		return s
-	}
-	tests := []struct {
-		name   string
-		change func(*vmSpec)
-		want   string // substring of the only reason; empty: none
-	}{
-		{"memory within the maximum is live", func(s *vmSpec) { s.VM.MemoryMiB = 1024 }, ""},
-		{"a new disk at the end is live", func(s *vmSpec) {
-			s.VM.Disks = append(s.VM.Disks, hypervisor.Disk{Volume: "web1-logs"})
-		}, ""},
-		{"removing a data disk is live", func(s *vmSpec) { s.VM.Disks = s.VM.Disks[:1] }, ""},
-		{"placement and allow_restart are live", func(s *vmSpec) {
-			s.VM.Placement.SpreadGroup, s.VM.AllowRestart = "db", true
-		}, ""},
-		{"more vcpus restart", func(s *vmSpec) { s.VM.VCPUs, s.VM.MaxVCPUs = 3, 3 }, "vcpus 2 → 3"},
-		{"a larger maximum restarts", func(s *vmSpec) { s.VM.MaxMemoryMiB = 2048 }, "max_memory_mib 1024 → 2048"},
-		{"a new boot disk restarts", func(s *vmSpec) { s.VM.Disks[0].Volume = "other" }, "boot disk"},
-		{"reordered disks restart", func(s *vmSpec) {
-			s.VM.Disks = append(s.VM.Disks, hypervisor.Disk{Volume: "web1-logs"})
-			s.VM.Disks[1], s.VM.Disks[2] = s.VM.Disks[2], s.VM.Disks[1]
-		}, "order"},
-		{"new cloud-init restarts", func(s *vmSpec) { s.Seed = &cloudinit.Seed{MetaData: "instance-id: 2"} }, "cloud_init"},
-		{"a new kernel restarts", func(s *vmSpec) { s.VM.Boot.Kernel = "/boot/other" }, "kernel"},
-		{"firmware restarts", func(s *vmSpec) { s.VM.Boot.Firmware = "uefi" }, "firmware bios → uefi"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			old, new := base(), base()
-			tt.change(&new)
-			got := restartReasons(old, new)
-			switch {
-			case tt.want == "" && len(got) > 0:
-				t.Errorf("got restart reasons %q, want none", got)
-			case tt.want != "" && (len(got) != 1 || !strings.Contains(got[0], tt.want)):
-				t.Errorf("got restart reasons %q, want one with %q", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestDiskAndNICChanges(t *testing.T) {
-	t.Parallel()
-	cur := []hypervisor.Disk{{Volume: "root", Target: "vda"}, {Volume: "old", Target: "vdb"}, {Volume: "keep", Target: "vdc"}}
-	detach, attach := diskChanges(cur, []string{"root", "keep", "new"})
-	if !slices.Equal(detach, []string{"vdb"}) || !slices.Equal(attach, []string{"new"}) {
-		t.Errorf("disks: got detach %v attach %v, want [vdb] and [new]", detach, attach)
-	}
-
-	nics := []hypervisor.NIC{{Network: "default", MAC: "52:54:00:00:00:01"}, {Bridge: "br0", MAC: "52:54:00:00:00:02"}}
-	want := []hypervisor.NIC{{Network: "default", MAC: "52:54:00:00:00:01"}, {Bridge: "br1"}}
-	gone, added := nicChanges(nics, want)
-	if !slices.Equal(gone, []string{"52:54:00:00:00:02"}) || len(added) != 1 || added[0].Bridge != "br1" {
-		t.Errorf("nics: got detach %v attach %v, want the br0 one out and br1 in", gone, added)
-	}
-}
-
-func TestCheckMemoryFitsNamesWhatEachHostHolds(t *testing.T) {
-	t.Parallel()
-	view := clusterView{Hosts: []hostView{
-		{Config: hostConfig{Name: "alpha", ReservedMemoryMiB: 512, MemoryOvercommit: 1}, Facts: hypervisor.Host{MemoryMiB: 4096}},
-		{Config: hostConfig{Name: "beta", ReservedMemoryMiB: 512, MemoryOvercommit: 1.5}, Facts: hypervisor.Host{MemoryMiB: 2048}},
-	}}
-	if err := view.checkMemoryFits(3584); err != nil {
-		t.Errorf("3584 MiB on alpha's 3584: got %v, want it to fit", err)
-	}
-	err := view.checkMemoryFits(8192)
-	want := "8192 MiB is more than any host can hold (alpha: at most 3584 MiB; beta: at most 2304 MiB)"
-	if err == nil || err.Error() != want {
-		t.Errorf("got %v, want %q", err, want)
-	}
-}
-
-func TestChooseHostPinsAndSpreads(t *testing.T) {
-	t.Parallel()
-	host := func(name string, vms ...string) hostView {
-		h := hostView{
-			Config: hostConfig{Name: name, ReservedMemoryMiB: 512, MemoryOvercommit: 1, CPUOvercommit: 4, DomainType: "qemu"},
-			Facts:  hypervisor.Host{MemoryMiB: 4096, CPUs: 2},
-			VMs:    map[string]hypervisor.VM{},
-		}
-		for _, vm := range vms {
-			h.Facts.Domains = append(h.Facts.Domains, hypervisor.Domain{Name: vm, MaxMemoryMiB: 1024, VCPUs: 1, State: hypervisor.StateRunning})
-			h.VMs[vm] = hypervisor.VM{Name: vm, MemoryMiB: 1024, VCPUs: 1, Managed: true,
-				Placement: hypervisor.Placement{SpreadGroup: "web"}}
-		}
-		return h
-	}
-	view := clusterView{Hosts: []hostView{host("alpha", "web1"), host("beta")}}
-	vm := hypervisor.VM{Name: "web2", MemoryMiB: 512, VCPUs: 1}
-
-	if got, err := chooseHost(view, vm, placement.Spread); err != nil || got != "beta" {
-		t.Errorf("unpinned: got %q, %v; want beta, the emptier host", got, err)
-	}
-	vm.Placement.Host = "alpha"
-	if got, err := chooseHost(view, vm, placement.Spread); err != nil || got != "alpha" {
-		t.Errorf("pinned to alpha: got %q, %v; want alpha", got, err)
-	}
-	vm.Placement = hypervisor.Placement{Host: "alpha", SpreadGroup: "web"}
-	if _, err := chooseHost(view, vm, placement.Spread); err == nil {
-		t.Error("pinned next to a VM of its spread group: got no error")
-	}
-	vm.Placement = hypervisor.Placement{Host: "gamma"}
-	if _, err := chooseHost(view, vm, placement.Spread); err == nil || !strings.Contains(err.Error(), "the hosts are alpha, beta") {
-		t.Errorf("pinned to an unknown host: got %v, want the hosts named", err)
+	got := cloudInitFromSeed(cloudinit.Seed{MetaData: "instance-id: web1\n"})
+	want := testVMModel().CloudInit // user_data and network_config null
+	if !got.Equal(want) {
+		t.Errorf("cloudInitFromSeed = %v, want %v (empty files null)", got, want)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 )
 
@@ -491,7 +492,7 @@ func (r *volumeResource) resizeDisks(ctx context.Context, v storage.Volume, diag
 				"tell running VMs; they see the new size after a restart.", v.Name, v.SizeMiB))
 		return
 	}
-	resized, err := r.data.resizer.ResizeDisks(ctx, r.data.config.hostURIs(), v.IQN, v.LUN, v.SizeMiB)
+	resized, err := r.data.resizer.ResizeDisks(ctx, r.data.config.cluster().HostURIs(), v.IQN, v.LUN, v.SizeMiB)
 	for _, d := range resized {
 		tflog.Info(ctx, "running VM sees the new volume size", map[string]any{
 			"volume": v.Name, "vm": d.VM + "@" + d.Host, "disk": d.Target, "size_mib": v.SizeMiB,
@@ -602,7 +603,7 @@ func (m *volumeModel) setFrom(v storage.Volume) {
 }
 
 // setAccess plans the access every volume of this configuration gets.
-func (m *volumeModel) setAccess(a volumeAccess) {
+func (m *volumeModel) setAccess(a cluster.Access) {
 	m.Initiators = stringList(a.Initiators)
 	m.CHAPUser = types.StringValue(a.CHAPUser)
 }
@@ -625,7 +626,7 @@ func optionalString(s string) types.String {
 // createVolume makes the volume of spec, with access, and returns it as
 // the target has it. An uploaded image reports its progress to progress;
 // a volume whose upload failed is deleted again.
-func createVolume(ctx context.Context, c *storage.Client, spec volumeSpec, access volumeAccess, progress func(sent, total int64)) (storage.Volume, error) {
+func createVolume(ctx context.Context, c *storage.Client, spec volumeSpec, access cluster.Access, progress func(sent, total int64)) (storage.Volume, error) {
 	req := storage.CreateVolumeRequest{
 		Name:       spec.Name,
 		SizeMiB:    spec.SizeMiB,
@@ -738,7 +739,7 @@ func inUseDetail(ctx context.Context, c *storage.Client, volume string, err erro
 		if s.Volume != volume {
 			continue
 		}
-		if host, ok := initiatorHost(s.Initiator); ok {
+		if host, ok := cluster.InitiatorHost(s.Initiator); ok {
 			users = append(users, fmt.Sprintf("host %s (initiator %s, from %s)", host, s.Initiator, s.RemoteAddr))
 		} else {
 			users = append(users, fmt.Sprintf("initiator %s from %s, not one of the provider's hosts", s.Initiator, s.RemoteAddr))

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
 
+	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 	"github.com/drover/terraform-provider-drover/target/api"
@@ -315,7 +316,7 @@ func TestVolumeRefreshOnlyReadsAndAPlanGivesNewHostsAccess(t *testing.T) {
 	ctx := context.Background()
 	env := newVolumeEnv(t, []string{"alpha", "beta"}, true)
 	old, err := env.client.CreateVolume(ctx, storage.CreateVolumeRequest{
-		Name: "old", SizeMiB: 1, Initiators: []string{hostInitiator("alpha")},
+		Name: "old", SizeMiB: 1, Initiators: []string{hypervisor.HostInitiator("alpha")},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +334,7 @@ func TestVolumeRefreshOnlyReadsAndAPlanGivesNewHostsAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got.Initiators, []string{hostInitiator("alpha")}) || got.CHAP != nil {
+	if !slices.Equal(got.Initiators, []string{hypervisor.HostInitiator("alpha")}) || got.CHAP != nil {
 		t.Fatalf("after a refresh the target has initiators %q and CHAP %+v; want them untouched", got.Initiators, got.CHAP)
 	}
 	nv, err := read.NewState.Unmarshal(env.schema.ValueType())
@@ -341,7 +342,7 @@ func TestVolumeRefreshOnlyReadsAndAPlanGivesNewHostsAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	refreshed := fromValue(t, nv).(obj)
-	if fmt.Sprint(refreshed["initiators"]) != fmt.Sprint([]any{hostInitiator("alpha")}) || refreshed["chap_user"] != "" {
+	if fmt.Sprint(refreshed["initiators"]) != fmt.Sprint([]any{hypervisor.HostInitiator("alpha")}) || refreshed["chap_user"] != "" {
 		t.Errorf("refreshed state has initiators %v, chap_user %q; want what the target has", refreshed["initiators"], refreshed["chap_user"])
 	}
 
@@ -350,7 +351,7 @@ func TestVolumeRefreshOnlyReadsAndAPlanGivesNewHostsAccess(t *testing.T) {
 	plan := env.plan(t, refreshed, config)
 	wantNoDiagnostics(t, plan.Diagnostics)
 	planned := fromValue(t, tftypes.NewValue(env.schema.ValueType(), env.planned(t, plan))).(obj)
-	want := accessFor([]string{"alpha", "beta"}, apitest.Token)
+	want := cluster.AccessFor([]string{"alpha", "beta"}, apitest.Token)
 	if fmt.Sprint(planned["initiators"]) != fmt.Sprint(want.Initiators) || planned["chap_user"] != "drover" {
 		t.Fatalf("planned initiators %v, chap_user %v; want %v and drover", planned["initiators"], planned["chap_user"], want.Initiators)
 	}
@@ -384,7 +385,7 @@ func TestVolumeDeleteInUseNamesTheHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.target.Exporter.AddSession(api.Session{
-		Volume: "busy", TargetIQN: v.IQN, Initiator: hostInitiator("alpha"), RemoteAddr: "127.0.0.2:40000", Since: time.Now(),
+		Volume: "busy", TargetIQN: v.IQN, Initiator: hypervisor.HostInitiator("alpha"), RemoteAddr: "127.0.0.2:40000", Since: time.Now(),
 	})
 	null, err := tfprotov6.NewDynamicValue(env.schema.ValueType(), tftypes.NewValue(env.schema.ValueType(), nil))
 	if err != nil {

@@ -173,3 +173,21 @@ func (r Result) Lookup(vm string) (Assignment, bool) {
 	}
 	return r.Assignments[i], true
 }
+
+// FreeMemoryMiB is the memory the named host can still give to a new or
+// growing VM, as the memory check counts it: its capacity less its foreign
+// domains and the VMs on it, never below zero; 0 for a host not in c.
+func (c Cluster) FreeMemoryMiB(host string) int64 {
+	i := slices.IndexFunc(c.Hosts, func(h Host) bool { return h.Name == host })
+	if i < 0 {
+		return 0
+	}
+	h := c.Hosts[i]
+	free := h.MemoryCapacityMiB() - h.ForeignMemoryMiB
+	for _, vm := range c.VMs {
+		if vm.Current == host {
+			free -= vm.MemoryMiB
+		}
+	}
+	return max(free, 0)
+}

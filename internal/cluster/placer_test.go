@@ -1,4 +1,4 @@
-package provider
+package cluster
 
 import (
 	"context"
@@ -18,13 +18,13 @@ func TestAVMInFlightCountsOnItsSourceAndItsDestination(t *testing.T) {
 	// (the destination's copy is paused until the switch-over).
 	alpha := testHost("alpha", true, testVM{name: "a"})
 	beta := testHost("beta", false, testVM{name: "a"})
-	view := clusterView{Hosts: []hostView{alpha, beta}, Booked: map[string]booking{
+	view := View{Hosts: []HostView{alpha, beta}, Booked: map[string]Booking{
 		"a": {VM: placement.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1}, Host: "beta", From: "alpha"},
 	}}
-	if err := view.checkDefinedOnce(); err != nil {
+	if err := view.CheckDefinedOnce(); err != nil {
 		t.Fatalf("a VM in flight is on both hosts by design, got %v", err)
 	}
-	c := view.placementCluster("")
+	c := view.PlacementCluster("")
 	if len(c.VMs) != 1 || c.VMs[0].Name != "a" || c.VMs[0].Current != "beta" || !c.VMs[0].Fixed {
 		t.Fatalf("VMs = %+v, want a alone, fixed on beta", c.VMs)
 	}
@@ -38,7 +38,7 @@ func TestAVMInFlightCountsOnItsSourceAndItsDestination(t *testing.T) {
 	alpha.Facts.Domains = append(alpha.Facts.Domains, hypervisor.Domain{Name: "b", UUID: "uuid-b", MaxMemoryMiB: 3072, VCPUs: 1, State: hypervisor.StateRunning})
 	alpha.VMs["b"] = hypervisor.VM{Name: "b", MemoryMiB: 3072, MaxMemoryMiB: 3072, VCPUs: 1, Managed: true}
 	view.Hosts[0] = alpha
-	_, err := planPlacement(view, hypervisor.VM{Name: "b", MemoryMiB: 3072, VCPUs: 1}, placement.Options{})
+	_, err := view.PlanMove(hypervisor.VM{Name: "b", MemoryMiB: 3072, VCPUs: 1}, placement.Options{})
 	if err == nil || !strings.Contains(err.Error(), "beta: 2560 MiB free, needs 3072") {
 		t.Errorf("got %v, want b refused on beta, whose room a has booked", err)
 	}
@@ -46,19 +46,19 @@ func TestAVMInFlightCountsOnItsSourceAndItsDestination(t *testing.T) {
 
 func TestADecisionIsBookedUntilItIsDone(t *testing.T) {
 	t.Parallel()
-	p := newPlacer(2)
-	done, err := p.decide(func(booked map[string]booking) (*booking, error) {
+	p := NewPlacer(2)
+	done, err := p.Decide(func(booked map[string]Booking) (*Booking, error) {
 		if len(booked) != 0 {
 			t.Errorf("booked = %v, want nothing yet", booked)
 		}
-		return &booking{VM: placement.VM{Name: "a"}, Host: "beta", From: "alpha"}, nil
+		return &Booking{VM: placement.VM{Name: "a"}, Host: "beta", From: "alpha"}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := func() map[string]booking {
-		var got map[string]booking
-		_, _ = p.decide(func(booked map[string]booking) (*booking, error) { got = booked; return nil, nil })
+	seen := func() map[string]Booking {
+		var got map[string]Booking
+		_, _ = p.Decide(func(booked map[string]Booking) (*Booking, error) { got = booked; return nil, nil })
 		return got
 	}
 	if got := seen(); got["a"].Host != "beta" {
@@ -69,8 +69,8 @@ func TestADecisionIsBookedUntilItIsDone(t *testing.T) {
 	if got := seen(); len(got) != 0 {
 		t.Errorf("after done, decisions see %v, want nothing", got)
 	}
-	_, err = p.decide(func(map[string]booking) (*booking, error) {
-		return &booking{VM: placement.VM{Name: "x"}}, errors.New("no room")
+	_, err = p.Decide(func(map[string]Booking) (*Booking, error) {
+		return &Booking{VM: placement.VM{Name: "x"}}, errors.New("no room")
 	})
 	if err == nil || len(seen()) != 0 {
 		t.Errorf("a failed decision: err %v, booked %v; want the error and nothing booked", err, seen())
@@ -79,20 +79,20 @@ func TestADecisionIsBookedUntilItIsDone(t *testing.T) {
 
 func TestMovesAreBoundedPerHost(t *testing.T) {
 	t.Parallel()
-	p := newPlacer(2)
+	p := NewPlacer(2)
 	ctx := context.Background()
-	r1, err := p.moveSlots(ctx, "alpha", "beta")
+	r1, err := p.MoveSlots(ctx, "alpha", "beta")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := p.moveSlots(ctx, "beta", "alpha") // the other direction
+	r2, err := p.MoveSlots(ctx, "beta", "alpha") // the other direction
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A third move off alpha waits until one of the two ends.
 	third := make(chan error, 1)
 	go func() {
-		r, err := p.moveSlots(ctx, "alpha", "gamma")
+		r, err := p.MoveSlots(ctx, "alpha", "gamma")
 		if err == nil {
 			r()
 		}
@@ -108,10 +108,10 @@ func TestMovesAreBoundedPerHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A wait is bounded by its context, and names the host.
-	r3, _ := p.moveSlots(ctx, "beta")
+	r3, _ := p.MoveSlots(ctx, "beta")
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if _, err := p.moveSlots(short, "beta"); err == nil || !strings.Contains(err.Error(), "host beta (at most 2 moves at once per host)") {
+	if _, err := p.MoveSlots(short, "beta"); err == nil || !strings.Contains(err.Error(), "host beta (at most 2 moves at once per host)") {
 		t.Errorf("got %v, want a timeout naming beta and the bound", err)
 	}
 	r2()
@@ -119,7 +119,7 @@ func TestMovesAreBoundedPerHost(t *testing.T) {
 	r2() // releasing twice frees nothing twice
 	again, cancel2 := context.WithTimeout(ctx, time.Second)
 	defer cancel2()
-	if r, err := p.moveSlots(again, "alpha", "beta"); err != nil {
+	if r, err := p.MoveSlots(again, "alpha", "beta"); err != nil {
 		t.Errorf("after every release, got %v", err)
 	} else {
 		r()
@@ -128,7 +128,7 @@ func TestMovesAreBoundedPerHost(t *testing.T) {
 
 func TestOppositeMovesDoNotDeadlock(t *testing.T) {
 	t.Parallel()
-	p := newPlacer(1)
+	p := NewPlacer(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -140,7 +140,7 @@ func TestOppositeMovesDoNotDeadlock(t *testing.T) {
 			if i%2 == 1 {
 				from, to = to, from
 			}
-			r, err := p.moveSlots(ctx, from, to)
+			r, err := p.MoveSlots(ctx, from, to)
 			if err != nil {
 				t.Error(err)
 				return

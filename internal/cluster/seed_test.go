@@ -1,4 +1,4 @@
-package provider
+package cluster
 
 import (
 	"bytes"
@@ -9,24 +9,24 @@ import (
 	"testing"
 
 	"github.com/drover/terraform-provider-drover/internal/cloudinit"
-	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // seedStorage is a storage box with one volume's content, for readSeed. The
-// embedded vmStorage is nil: other calls panic.
+// embedded SeedStore is nil: other calls panic.
 type seedStorage struct {
-	vmStorage
+	SeedStore
 	content     []byte
 	downloadErr error
 	snapshots   map[string]bool // live snapshots by ID
 	taken       int
 }
 
-func (s *seedStorage) CreateSnapshot(_ context.Context, volume string) (storage.Snapshot, error) {
+func (s *seedStorage) CreateSnapshot(_ context.Context, volume string) (wire.Snapshot, error) {
 	s.taken++
 	id := volume + "@" + strings.Repeat("i", s.taken)
 	s.snapshots[id] = true
-	return storage.Snapshot{ID: id, Volume: volume}, nil
+	return wire.Snapshot{ID: id, Volume: volume}, nil
 }
 
 func (s *seedStorage) DownloadSnapshot(_ context.Context, id string) (io.ReadCloser, error) {
@@ -65,8 +65,7 @@ func TestReadSeedDeletesItsSnapshot(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := &seedStorage{content: tt.content, downloadErr: tt.downloadErr, snapshots: map[string]bool{}}
-			r := &vmResource{storage: s}
-			got, err := r.readSeed(context.Background(), "web1-seed")
+			got, err := readSeed(context.Background(), s, "web1-seed")
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("readSeed: %v", err)
@@ -79,14 +78,5 @@ func TestReadSeedDeletesItsSnapshot(t *testing.T) {
 				t.Errorf("took %d snapshots and left %v, want 1 taken and none left", s.taken, s.snapshots)
 			}
 		})
-	}
-}
-
-func TestSeedReadsAsCloudInit(t *testing.T) {
-	t.Parallel()
-	got := cloudInitFromSeed(cloudinit.Seed{MetaData: "instance-id: web1\n"})
-	want := testVMModel().CloudInit // user_data and network_config null
-	if !got.Equal(want) {
-		t.Errorf("cloudInitFromSeed = %v, want %v (empty files null)", got, want)
 	}
 }

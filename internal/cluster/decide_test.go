@@ -1,4 +1,4 @@
-package provider
+package cluster
 
 import (
 	"strings"
@@ -16,9 +16,9 @@ type testVM struct {
 }
 
 // testHost is a host of 4096 MiB (3584 for VMs) with the VMs on it.
-func testHost(name string, maintenance bool, vms ...testVM) hostView {
-	h := hostView{
-		Config: hostConfig{Name: name, Maintenance: maintenance, ReservedMemoryMiB: 512, MemoryOvercommit: 1,
+func testHost(name string, maintenance bool, vms ...testVM) HostView {
+	h := HostView{
+		Config: HostConfig{Name: name, Maintenance: maintenance, ReservedMemoryMiB: 512, MemoryOvercommit: 1,
 			CPUOvercommit: 4, DomainType: "qemu"},
 		Facts: hypervisor.Host{MemoryMiB: 4096, CPUs: 2},
 		VMs:   map[string]hypervisor.VM{},
@@ -41,7 +41,7 @@ func TestPlanPlacement(t *testing.T) {
 	preferAlpha := hypervisor.Placement{PreferredHosts: []string{"alpha"}}
 	tests := []struct {
 		name    string
-		view    clusterView
+		view    View
 		vm      hypervisor.VM // the planned settings of the VM
 		want    placement.Assignment
 		wantErr string
@@ -49,43 +49,43 @@ func TestPlanPlacement(t *testing.T) {
 	}{
 		{
 			name: "a VM with nothing to change stays where it is",
-			view: clusterView{Hosts: []hostView{testHost("alpha", false, testVM{name: "a"}), testHost("beta", false)}},
+			view: View{Hosts: []HostView{testHost("alpha", false, testVM{name: "a"}), testHost("beta", false)}},
 			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1},
 			want: placement.Assignment{VM: "a", Host: "alpha", From: "alpha", Reason: placement.Stays},
 		},
 		{
 			name: "a VM on a host in maintenance moves live to the other host",
-			view: clusterView{Hosts: []hostView{testHost("alpha", true, testVM{name: "a"}), testHost("beta", false)}},
+			view: View{Hosts: []HostView{testHost("alpha", true, testVM{name: "a"}), testHost("beta", false)}},
 			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1},
 			want: placement.Assignment{VM: "a", Host: "beta", From: "alpha", Reason: placement.Maintenance, Live: true},
 		},
 		{
 			name: "a stopped VM on a host in maintenance moves cold",
-			view: clusterView{Hosts: []hostView{testHost("alpha", true, testVM{name: "a", stopped: true}), testHost("beta", false)}},
+			view: View{Hosts: []HostView{testHost("alpha", true, testVM{name: "a", stopped: true}), testHost("beta", false)}},
 			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1},
 			want: placement.Assignment{VM: "a", Host: "beta", From: "alpha", Reason: placement.Maintenance},
 		},
 		{
 			name: "a changed pin moves the VM to the pinned host",
-			view: clusterView{Hosts: []hostView{testHost("alpha", false, testVM{name: "a"}), testHost("beta", false)}},
+			view: View{Hosts: []HostView{testHost("alpha", false, testVM{name: "a"}), testHost("beta", false)}},
 			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1, Placement: hypervisor.Placement{Host: "beta"}},
 			want: placement.Assignment{VM: "a", Host: "beta", From: "alpha", Reason: placement.PinChanged, Live: true},
 		},
 		{
 			name: "a VM off its preferred host fails back when that host is out of maintenance",
-			view: clusterView{Hosts: []hostView{testHost("alpha", false), testHost("beta", false, testVM{name: "a", place: preferAlpha})}},
+			view: View{Hosts: []HostView{testHost("alpha", false), testHost("beta", false, testVM{name: "a", place: preferAlpha})}},
 			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1, Placement: preferAlpha},
 			want: placement.Assignment{VM: "a", Host: "alpha", From: "beta", Reason: placement.Failback, Live: true},
 		},
 		{
 			name: "a VM off its preferred host stays while that host is in maintenance",
-			view: clusterView{Hosts: []hostView{testHost("alpha", true), testHost("beta", false, testVM{name: "a", place: preferAlpha})}},
+			view: View{Hosts: []HostView{testHost("alpha", true), testHost("beta", false, testVM{name: "a", place: preferAlpha})}},
 			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1, Placement: preferAlpha},
 			want: placement.Assignment{VM: "a", Host: "beta", From: "beta", Reason: placement.Stays},
 		},
 		{
 			name: "a VM that grows past its host's room moves to a host with room",
-			view: clusterView{Hosts: []hostView{
+			view: View{Hosts: []HostView{
 				testHost("alpha", false, testVM{name: "a"}, testVM{name: "b", place: hypervisor.Placement{Host: "alpha"}}),
 				testHost("beta", false)}},
 			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, MaxMemoryMiB: 3072, VCPUs: 1},
@@ -93,7 +93,7 @@ func TestPlanPlacement(t *testing.T) {
 		},
 		{
 			name: "maintenance with a spread group of two on two hosts is refused, naming the group",
-			view: clusterView{Hosts: []hostView{
+			view: View{Hosts: []HostView{
 				testHost("alpha", true, testVM{name: "web1", place: web}),
 				testHost("beta", false, testVM{name: "web2", place: web})}},
 			vm:      hypervisor.VM{Name: "web1", MemoryMiB: 1024, VCPUs: 1, Placement: web},
@@ -101,7 +101,7 @@ func TestPlanPlacement(t *testing.T) {
 		},
 		{
 			name: "maintenance with no room elsewhere is refused, naming every host's reason",
-			view: clusterView{Hosts: []hostView{
+			view: View{Hosts: []HostView{
 				testHost("alpha", true, testVM{name: "a"}),
 				testHost("beta", false, testVM{name: "b1"}, testVM{name: "b2"}, testVM{name: "b3"})}},
 			vm:      hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1},
@@ -109,7 +109,7 @@ func TestPlanPlacement(t *testing.T) {
 		},
 		{
 			name:    "a VM on no host that answered is not decided",
-			view:    clusterView{Hosts: []hostView{testHost("alpha", false), testHost("beta", false)}},
+			view:    View{Hosts: []HostView{testHost("alpha", false), testHost("beta", false)}},
 			vm:      hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1},
 			unknown: true,
 		},
@@ -117,10 +117,10 @@ func TestPlanPlacement(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := planPlacement(tt.view, tt.vm, placement.Options{})
+			got, err := tt.view.PlanMove(tt.vm, placement.Options{})
 			switch {
 			case tt.wantErr != "":
-				if err == nil || !strings.Contains(placementError(err), tt.wantErr) {
+				if err == nil || !strings.Contains(ExplainPlacement(err, ""), tt.wantErr) {
 					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
 				}
 				return
@@ -164,7 +164,7 @@ func TestMoveWarningSaysWhyAndWhere(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := moveWarning(tt.a, "")
+			got := Move{Assignment: tt.a}.Warning("")
 			for _, w := range tt.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("got %q, want it to contain %q", got, w)
@@ -178,7 +178,7 @@ func TestPlanPlacementRefusesAVMDefinedOnTwoHosts(t *testing.T) {
 	t.Parallel()
 	alpha, beta := testHost("alpha", false, testVM{name: "a"}), testHost("beta", false, testVM{name: "a"})
 	alpha.Facts.Domains[0].UUID, beta.Facts.Domains[0].UUID = "1234-5678", "1234-5678"
-	_, err := planPlacement(clusterView{Hosts: []hostView{alpha, beta}}, hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1}, placement.Options{})
+	_, err := View{Hosts: []HostView{alpha, beta}}.PlanMove(hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1}, placement.Options{})
 	want := "VM 1234-5678 is defined on alpha and beta: a VM may be defined on one host only (domain a)"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("got %v, want an error containing %q", err, want)

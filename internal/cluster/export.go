@@ -1,4 +1,4 @@
-package provider
+package cluster
 
 import (
 	"context"
@@ -11,22 +11,21 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/hashicorp/terraform-plugin-log/tflog"
-
 	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
-// exportManifest is manifest.json of an exported backup.
-type exportManifest struct {
+// Manifest is manifest.json of an exported backup.
+type Manifest struct {
 	Backup      string         `json:"backup"` // the snapshot set's id
 	VMID        string         `json:"vm_id"`
 	VMName      string         `json:"vm_name"`
 	CreatedAt   time.Time      `json:"created_at"`
 	Consistency string         `json:"consistency"`
-	Files       []manifestFile `json:"files"`
+	Files       []ManifestFile `json:"files"`
 }
 
-type manifestFile struct {
+type ManifestFile struct {
 	Name       string `json:"name"`
 	SHA256     string `json:"sha256"`
 	SizeBytes  int64  `json:"size_bytes"`
@@ -34,12 +33,30 @@ type manifestFile struct {
 	SnapshotID string `json:"snapshot_id,omitempty"`
 }
 
-// exportBackup writes the backup set into dir (which checkExportPath
-// accepted): domain.xml, each disk as a sparse raw image <volume>.raw, and
-// manifest.json, written last, with the SHA-256 of every file. Files are
-// written under temporary names and renamed when complete; on failure
-// everything written is removed again, and dir too when this made it.
-func exportBackup(ctx context.Context, c *storage.Client, set storage.SnapshotSet, domainXML, dir string) (err error) {
+// Export writes the backup b into dir (which CheckExportPath accepted). On
+// failure nothing is left half-done: the backup goes with its failed export.
+func (c *Cluster) Export(ctx context.Context, b Backup, dir string) error {
+	if !c.HasStorage() {
+		return ErrNoStorage
+	}
+	err := c.export(ctx, b.Set, b.DomainXML, dir)
+	if err == nil {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if derr := c.storage.Sets.DeleteSnapshotSet(dctx, b.Set.ID); derr != nil && !errors.Is(derr, storage.ErrNotFound) {
+		err = fmt.Errorf("%w; deleting the backup's snapshot set %s failed too: %v", err, b.Set.ID, derr)
+	}
+	return err
+}
+
+// export writes the backup set into dir: domain.xml, each disk as a sparse
+// raw image <volume>.raw, and manifest.json, written last, with the SHA-256
+// of every file. Files are written under temporary names and renamed when
+// complete; on failure everything written is removed again, and dir too
+// when this made it.
+func (c *Cluster) export(ctx context.Context, set wire.SnapshotSet, domainXML, dir string) (err error) {
 	_, statErr := os.Stat(dir)
 	made := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -57,17 +74,17 @@ func exportBackup(ctx context.Context, c *storage.Client, set storage.SnapshotSe
 			_ = os.Remove(dir)
 		}
 	}()
-	manifest := exportManifest{Backup: set.ID, VMID: set.Labels[labelVMID], VMName: set.Labels[labelVMName],
-		CreatedAt: set.CreatedAt, Consistency: set.Labels[labelConsistency]}
+	manifest := Manifest{Backup: set.ID, VMID: set.Labels[LabelVMID], VMName: set.Labels[LabelVMName],
+		CreatedAt: set.CreatedAt, Consistency: set.Labels[LabelConsistency]}
 
 	// writeFile writes name atomically with fill and records its hash.
-	writeFile := func(name string, fill func(*os.File) (string, error)) (manifestFile, error) {
+	writeFile := func(name string, fill func(*os.File) (string, error)) (ManifestFile, error) {
 		final := filepath.Join(dir, name)
 		tmp := final + ".part"
 		written = append(written, tmp)
 		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 		if err != nil {
-			return manifestFile{}, err
+			return ManifestFile{}, err
 		}
 		sum, err := fill(f)
 		if err == nil {
@@ -81,13 +98,13 @@ func exportBackup(ctx context.Context, c *storage.Client, set storage.SnapshotSe
 			err = cerr
 		}
 		if err != nil {
-			return manifestFile{}, fmt.Errorf("write %s: %w", final, err)
+			return ManifestFile{}, fmt.Errorf("write %s: %w", final, err)
 		}
 		if err := os.Rename(tmp, final); err != nil {
-			return manifestFile{}, err
+			return ManifestFile{}, err
 		}
 		written = append(written, final)
-		return manifestFile{Name: name, SHA256: sum, SizeBytes: size}, nil
+		return ManifestFile{Name: name, SHA256: sum, SizeBytes: size}, nil
 	}
 	hashBytes := func(b []byte) func(*os.File) (string, error) {
 		return func(f *os.File) (string, error) {
@@ -97,7 +114,7 @@ func exportBackup(ctx context.Context, c *storage.Client, set storage.SnapshotSe
 		}
 	}
 
-	mf, err := writeFile(domainAttachment, hashBytes([]byte(domainXML)))
+	mf, err := writeFile(DomainAttachment, hashBytes([]byte(domainXML)))
 	if err != nil {
 		return err
 	}
@@ -105,14 +122,14 @@ func exportBackup(ctx context.Context, c *storage.Client, set storage.SnapshotSe
 	for _, s := range set.Snapshots {
 		start := time.Now()
 		mf, err := writeFile(s.Volume+".raw", func(f *os.File) (string, error) {
-			return c.DownloadSnapshotSparse(ctx, s.ID, f)
+			return c.storage.Sets.DownloadSnapshotSparse(ctx, s.ID, f)
 		})
 		if err != nil {
 			return fmt.Errorf("export disk %s (snapshot %s): %w", s.Volume, s.ID, err)
 		}
 		mf.Volume, mf.SnapshotID = s.Volume, s.ID
 		manifest.Files = append(manifest.Files, mf)
-		tflog.Info(ctx, "exported disk", map[string]any{"volume": s.Volume, "file": filepath.Join(dir, mf.Name),
+		c.log.Info(ctx, "exported disk", map[string]any{"volume": s.Volume, "file": filepath.Join(dir, mf.Name),
 			"size_mib": mf.SizeBytes / storage.MiB, "duration": time.Since(start).Round(time.Millisecond).String()})
 	}
 	b, err := json.MarshalIndent(manifest, "", "  ")

@@ -1,4 +1,4 @@
-package provider
+package cluster
 
 import (
 	"fmt"
@@ -6,12 +6,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 )
 
-func TestAccessFor(t *testing.T) {
+func TestVolumeAccessIsDerivedFromHostsAndToken(t *testing.T) {
 	t.Parallel()
 	const token = "lab-token-0123456789"
-	a := accessFor([]string{"beta", "alpha"}, token)
+	a := AccessFor([]string{"beta", "alpha"}, token)
 
 	t.Run("every host's initiator is allowed, sorted", func(t *testing.T) {
 		want := []string{"iqn.2026-11.io.drover.host:alpha", "iqn.2026-11.io.drover.host:beta"}
@@ -35,15 +37,15 @@ func TestAccessFor(t *testing.T) {
 	t.Run("the secret is HMAC-SHA256 of drover-chap-v1 keyed with the token", func(t *testing.T) {
 		// echo -n drover-chap-v1 | openssl dgst -sha256 -hmac lab-token-0123456789 | cut -c1-32
 		const want = "17a79407e8268c5680d1d795eafe48d1"
-		if got := accessFor(nil, token).CHAPSecret; got != want {
+		if got := AccessFor(nil, token).CHAPSecret; got != want {
 			t.Errorf("secret = %q, want %q", got, want)
 		}
 	})
 	t.Run("the secret is the same for the same token and differs for another", func(t *testing.T) {
-		if again := accessFor([]string{"alpha"}, token).CHAPSecret; again != a.CHAPSecret {
+		if again := AccessFor([]string{"alpha"}, token).CHAPSecret; again != a.CHAPSecret {
 			t.Errorf("secret changed from %q to %q for the same token", a.CHAPSecret, again)
 		}
-		if other := accessFor([]string{"alpha"}, token+"x").CHAPSecret; other == a.CHAPSecret {
+		if other := AccessFor([]string{"alpha"}, token+"x").CHAPSecret; other == a.CHAPSecret {
 			t.Errorf("two tokens give the same secret %q", other)
 		}
 	})
@@ -55,10 +57,10 @@ func TestAccessFor(t *testing.T) {
 		}
 	})
 	t.Run("a host's initiator gives its name back", func(t *testing.T) {
-		if name, ok := initiatorHost(hostInitiator("alpha")); !ok || name != "alpha" {
-			t.Errorf("initiatorHost(hostInitiator(alpha)) = %q, %t", name, ok)
+		if name, ok := InitiatorHost(hypervisor.HostInitiator("alpha")); !ok || name != "alpha" {
+			t.Errorf("InitiatorHost(hypervisor.HostInitiator(alpha)) = %q, %t", name, ok)
 		}
-		if name, ok := initiatorHost("iqn.2008-11.org.linux-kvm:1234"); ok {
+		if name, ok := InitiatorHost("iqn.2008-11.org.linux-kvm:1234"); ok {
 			t.Errorf("a QEMU default initiator is taken for host %q", name)
 		}
 	})

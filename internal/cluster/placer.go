@@ -1,4 +1,4 @@
-package provider
+package cluster
 
 import (
 	"context"
@@ -10,46 +10,46 @@ import (
 	"github.com/drover/terraform-provider-drover/internal/placement"
 )
 
-// placer is the provider-wide keeper of placement decisions, shared by every
-// resource of one configured provider.
+// Placer is the cluster-wide keeper of placement decisions, shared by every
+// operation of one configured provider.
 //
 // A decision (survey the hosts, plan, choose) is made under one lock, so that
 // two VMs of one apply never both count on the same room or the same host of
 // a spread group. The decision is then booked and the lock released: the work
 // (defining, migrating, growing) runs in parallel with other VMs' decisions
 // and work, and every decision made meanwhile sees the bookings as if they
-// were done (see clusterView.placementCluster). A VM in flight counts on both
+// were done (see View.PlacementCluster). A VM in flight counts on both
 // its source and its destination until its booking ends, so that a failed
 // migration, which leaves the VM where it was, never overcommits the source.
 //
 // Moves are bounded per host: a host takes part in at most perHost moves at
 // once, as source or destination.
-type placer struct {
+type Placer struct {
 	mu     sync.Mutex
-	booked map[string]booking // by VM name; guarded by mu
+	booked map[string]Booking // by VM name; guarded by mu
 
 	perHost int
 	slotsMu sync.Mutex
 	slots   map[string]chan struct{} // by host name, perHost capacity; guarded by slotsMu
 }
 
-// booking is a decision being carried out: VM will be on Host; until the
+// Booking is a decision being carried out: VM will be on Host; until the
 // booking ends it still weighs on From too (a move's source, or "").
-type booking struct {
+type Booking struct {
 	VM   placement.VM
 	Host string
 	From string
 }
 
-func newPlacer(perHost int) *placer {
-	return &placer{booked: map[string]booking{}, perHost: max(perHost, 1), slots: map[string]chan struct{}{}}
+func NewPlacer(perHost int) *Placer {
+	return &Placer{booked: map[string]Booking{}, perHost: max(perHost, 1), slots: map[string]chan struct{}{}}
 }
 
-// decide runs fn under the decision lock with the bookings of the decisions
+// Decide runs fn under the decision lock with the bookings of the decisions
 // under way; fn surveys and decides and returns what it books (nil for
 // nothing). The returned done ends the booking; the caller calls it once the
 // decision is carried out or has failed.
-func (p *placer) decide(fn func(booked map[string]booking) (*booking, error)) (done func(), err error) {
+func (p *Placer) Decide(fn func(booked map[string]Booking) (*Booking, error)) (done func(), err error) {
 	if p == nil { // not configured: nothing to share decisions with
 		_, err := fn(nil)
 		return func() {}, err
@@ -69,11 +69,11 @@ func (p *placer) decide(fn func(booked map[string]booking) (*booking, error)) (d
 	}), nil
 }
 
-// moveSlots waits until each of the hosts has a free move slot, takes one on
+// MoveSlots waits until each of the hosts has a free move slot, takes one on
 // each, and returns their release. Slots are taken in host name order, so
 // that two moves in opposite directions cannot each hold what the other
 // waits for. ctx bounds the wait.
-func (p *placer) moveSlots(ctx context.Context, hosts ...string) (release func(), err error) {
+func (p *Placer) MoveSlots(ctx context.Context, hosts ...string) (release func(), err error) {
 	if p == nil {
 		return func() {}, nil
 	}
@@ -100,7 +100,7 @@ func (p *placer) moveSlots(ctx context.Context, hosts ...string) (release func()
 	return sync.OnceFunc(release), nil
 }
 
-func (p *placer) hostSlots(host string) chan struct{} {
+func (p *Placer) hostSlots(host string) chan struct{} {
 	p.slotsMu.Lock()
 	defer p.slotsMu.Unlock()
 	s, ok := p.slots[host]
