@@ -12,7 +12,8 @@ import (
 	"github.com/drover/terraform-provider-drover/provider"
 )
 
-// version is set at build time: -ldflags "-X main.version=1.2.3".
+// version is set at build time (make build, scripts/version.sh):
+// -ldflags "-X main.version=0.1.0".
 var version = "dev"
 
 func main() {
