@@ -40,6 +40,9 @@ type Config struct {
 	Listen     string // host:port, e.g. "127.0.0.1:3260"
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // per-volume metrics; nil disables registration
+	// Reservations keeps persistent reservations across restarts (the
+	// volume store); nil keeps them in memory only.
+	Reservations ReservationStore
 }
 
 const loginTimeout = 30 * time.Second
@@ -47,6 +50,7 @@ const loginTimeout = 30 * time.Second
 // Engine serves a set of volumes over iSCSI on one listening address.
 type Engine struct {
 	log     *slog.Logger
+	resv    ReservationStore // Config.Reservations
 	ln      net.Listener
 	metrics *metrics
 	wg      sync.WaitGroup // accept loop and connections
@@ -98,6 +102,7 @@ func New(cfg Config) (*Engine, error) {
 	routeGotgtLogs(log)
 	e := &Engine{
 		log:      log,
+		resv:     cfg.Reservations,
 		ln:       ln,
 		metrics:  m,
 		volumes:  map[string]*volume{},
@@ -178,7 +183,10 @@ func (e *Engine) Add(ex Export) error {
 		return fmt.Errorf("add %s: %w", ex.Name, err)
 	}
 	v := &volume{name: ex.Name, store: store, metrics: vm, ex: ex}
-	v.unit = newLogicalUnit(ex.IQN, ex.Name, ex.LUN, store, size, e.log.With("volume", ex.Name))
+	if v.unit, err = newLogicalUnit(ex.IQN, ex.Name, ex.LUN, store, size, e.resv, e.log.With("volume", ex.Name)); err != nil {
+		store.f.Close()
+		return fmt.Errorf("add %s: %w", ex.Name, err)
+	}
 	e.volumes[ex.Name] = v
 	e.byIQN[ex.IQN] = v
 	e.log.Info("volume exported", "volume", ex.Name, "iqn", ex.IQN, "size", size)

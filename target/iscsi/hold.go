@@ -115,13 +115,13 @@ func (g *writeGate) state() (active, waiting int) {
 // CACHE(10/16), FORMAT UNIT, COMPARE AND WRITE and ORWRITE(16).
 func changesData(op byte) bool {
 	switch op {
-	case 0x0a, 0x2a, 0xaa, 0x8a, // WRITE
-		0x2e, 0xae, 0x8e, // WRITE AND VERIFY
-		0x41, 0x93, // WRITE SAME
-		0x42,       // UNMAP
-		0x35, 0x91, // SYNCHRONIZE CACHE
-		0x04,       // FORMAT UNIT
-		0x89, 0x8b: // COMPARE AND WRITE, ORWRITE(16)
+	case opWrite6, opWrite10, opWrite12, opWrite16,
+		opWriteVerify10, opWriteVerify12, opWriteVerify16,
+		opWriteSame10, opWriteSame16,
+		opUnmap,
+		opSyncCache10, opSyncCache16,
+		opFormatUnit,
+		opCompareAndWrite, opORWrite16:
 		return true
 	}
 	return false

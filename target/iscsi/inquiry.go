@@ -72,6 +72,7 @@ func vpdPage(u *logicalUnit, page byte) ([]byte, bool) {
 	case 0xb0: // block limits
 		body = make([]byte, 0x3c)
 		body[0] = 0x01 // WSNZ
+		body[1] = maxCompareAndWriteBlocks
 		binary.BigEndian.PutUint16(body[2:], 8)
 		binary.BigEndian.PutUint32(body[4:], maxTransferBlocks)
 		binary.BigEndian.PutUint32(body[8:], 2048)

@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,6 +27,9 @@ const (
 	// maxWriteSameBlocks bounds one WRITE SAME (16 MiB).
 	maxWriteSameBlocks = 32768
 	maxUnmapDescs      = 256
+	// maxCompareAndWriteBlocks is the Block Limits VPD's MAXIMUM COMPARE
+	// AND WRITE LENGTH (the field's largest value): 2 × 255 blocks of data-out.
+	maxCompareAndWriteBlocks = 255
 )
 
 // SCSI status codes and sense keys used by our own handlers.
@@ -40,6 +44,7 @@ const (
 	senseUnitAttention  = 0x06
 	senseDataProtect    = 0x07
 	senseAbortedCommand = 0x0b
+	senseMiscompare     = 0x0e
 )
 
 // Additional sense codes (ASC<<8 | ASCQ).
@@ -54,6 +59,7 @@ const (
 	ascReadError          = 0x1100
 	ascInternalFailure    = 0x4400
 	ascCapacityChanged    = 0x2a09
+	ascMiscompare         = 0x1d00 // MISCOMPARE DURING VERIFY OPERATION
 )
 
 // senseData builds fixed-format sense data (SPC-4 4.5.3).
@@ -155,7 +161,10 @@ func sharedOpTable() scsi.SBCSCSIDeviceProtocol {
 // logicalUnit is a volume as the SCSI layer sees it.
 type logicalUnit struct {
 	// mu is held for reading while a command runs and for writing while the
-	// size changes, because gotgt's handlers read the size without locking.
+	// size changes, because gotgt's handlers read the size without locking,
+	// and while a COMPARE AND WRITE runs, which makes it atomic against
+	// every other command of every session (writes run concurrently under
+	// the read lock, so no narrower lock would cover them all).
 	mu     sync.RWMutex
 	lu     *api.SCSILu
 	target *api.SCSITarget
@@ -167,7 +176,7 @@ type logicalUnit struct {
 	resMu  sync.Mutex
 	holder *nexus
 
-	pr persistentReservations
+	pr *persistentReservations
 
 	// gate holds back the commands that change data while Engine.Hold
 	// has the volume quiet.
@@ -180,7 +189,13 @@ func deviceID(name string) uint64 {
 	return h.Sum64() & 0x0fffffffffffffff
 }
 
-func newLogicalUnit(iqn, name string, lun uint64, store *fileStore, size uint64, log *slog.Logger) *logicalUnit {
+// newLogicalUnit builds the unit of a volume; rs, if not nil, keeps its
+// persistent reservations, which are read back here.
+func newLogicalUnit(iqn, name string, lun uint64, store *fileStore, size uint64, rs ReservationStore, log *slog.Logger) (*logicalUnit, error) {
+	pr, err := newPersistentReservations(name, rs)
+	if err != nil {
+		return nil, err
+	}
 	proto := sharedOpTable()
 	lu := &api.SCSILu{
 		Size:           size,
@@ -196,7 +211,11 @@ func newLogicalUnit(iqn, name string, lun uint64, store *fileStore, size uint64,
 	lu.Attrs.ProductRev = "0001"
 	lu.Attrs.ThinProvisioning = true
 	lu.Attrs.Online = true
-	lu.Attrs.Lbppbe = 3
+	// One logical block per physical block, as tgtd reports: the unmap
+	// granularity (4 KiB, the filesystem's block) is in the Block Limits
+	// VPD page instead, and libiscsi's GetLBAStatus.UnmapSingle assumes
+	// LBPPBE 0 (it expects the status of LBA n+1 to start at n+LBPPB).
+	lu.Attrs.Lbppbe = 0
 	tgt := &api.SCSITarget{
 		Name:    iqn,
 		Devices: api.LUNMap{lun: lu},
@@ -212,7 +231,7 @@ func newLogicalUnit(iqn, name string, lun uint64, store *fileStore, size uint64,
 		op.InitLUReservation(iqn, lu.UUID)
 	}
 	prMu.Unlock()
-	return &logicalUnit{lu: lu, target: tgt, store: store, lun: lun, log: log, pr: persistentReservations{keys: map[string]uint64{}}}
+	return &logicalUnit{lu: lu, target: tgt, store: store, lun: lun, log: log, pr: pr}, nil
 }
 
 // close drops the unit's reservations from gotgt's package-level state.
@@ -258,18 +277,18 @@ func (u *logicalUnit) reserve(n *nexus, op byte) (status byte, handled bool) {
 	u.resMu.Lock()
 	defer u.resMu.Unlock()
 	switch op {
-	case 0x16, 0x56: // RESERVE
+	case opReserve6, opReserve10:
 		if u.holder != nil && u.holder != n {
 			return statusReservationConflict, true
 		}
 		u.holder = n
 		return statusGood, true
-	case 0x17, 0x57: // RELEASE
+	case opRelease6, opRelease10:
 		if u.holder == n {
 			u.holder = nil
 		}
 		return statusGood, true
-	case 0x12, 0x03, 0xa0, 0x5e, 0x5f: // INQUIRY, REQUEST SENSE, REPORT LUNS, PR IN/OUT
+	case opInquiry, opRequestSense, opReportLUNs, opPRIn, opPROut:
 		return statusGood, false
 	}
 	if u.holder != nil && u.holder != n {
@@ -305,8 +324,13 @@ func (u *logicalUnit) execute(req *scsiRequest) (res scsiResult) {
 		}
 		defer u.gate.leave()
 	}
-	u.mu.RLock()
-	defer u.mu.RUnlock()
+	if op == opCompareAndWrite {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+	} else {
+		u.mu.RLock()
+		defer u.mu.RUnlock()
+	}
 
 	if req.lun != u.lun {
 		switch api.SCSICommandType(op) {
@@ -321,13 +345,17 @@ func (u *logicalUnit) execute(req *scsiRequest) (res scsiResult) {
 		return scsiResult{status: statusReservationConflict}
 	}
 	switch op {
-	case 0x5e:
+	case opPRIn:
 		return u.pr.in(req.cdb)
-	case 0x5f:
+	case opPROut:
 		return u.pr.out(req.nexus.port, req.cdb, req.out)
-	case 0x16, 0x56:
+	case opReserve6, opReserve10:
 		if u.pr.held() {
 			return scsiResult{status: statusReservationConflict}
+		}
+	case opMaintenanceIn:
+		if len(req.cdb) > 1 && req.cdb[1]&0x1f == saReportSupportedOps {
+			return reportSupportedOpcodes(req.cdb)
 		}
 	}
 	if st, handled := u.reserve(req.nexus, op); handled {
@@ -339,6 +367,11 @@ func (u *logicalUnit) execute(req *scsiRequest) (res scsiResult) {
 		// buffer of the full transfer length.
 		c := &cmdContext{unit: u, req: req}
 		c.readWrite(req.cdb)
+		return *c.result
+	}
+	if op == opCompareAndWrite {
+		c := &cmdContext{unit: u, req: req}
+		c.compareAndWrite(req.cdb)
 		return *c.result
 	}
 
@@ -470,9 +503,9 @@ func outOfRange(lba uint64, n uint64, blocks uint64) bool {
 // isReadWrite reports whether op is one of the commands of handleReadWrite.
 func isReadWrite(op byte) bool {
 	switch op {
-	case 0x08, 0x28, 0xa8, 0x88, // READ(6/10/12/16)
-		0x0a, 0x2a, 0xaa, 0x8a, // WRITE(6/10/12/16)
-		0x2e, 0xae, 0x8e: // WRITE AND VERIFY(10/12/16)
+	case opRead6, opRead10, opRead12, opRead16,
+		opWrite6, opWrite10, opWrite12, opWrite16,
+		opWriteVerify10, opWriteVerify12, opWriteVerify16:
 		return true
 	}
 	return false
@@ -498,7 +531,7 @@ func (c *cmdContext) readWrite(cdb []byte) api.SAMStat {
 	off := int64(lba) << blockShift
 	length := int(n) << blockShift
 	st := c.unit.store
-	isRead := cdb[0] == 0x08 || cdb[0] == 0x28 || cdb[0] == 0xa8 || cdb[0] == 0x88
+	isRead := cdb[0] == opRead6 || cdb[0] == opRead10 || cdb[0] == opRead12 || cdb[0] == opRead16
 	start := time.Now()
 	if isRead {
 		buf, release := getBuffer(length)
@@ -535,6 +568,73 @@ func (c *cmdContext) readWrite(cdb []byte) api.SAMStat {
 	return c.good(nil, nil)
 }
 
+// compareAndWrite serves COMPARE AND WRITE (SBC-3 5.2): the first half of
+// the data-out is compared with the blocks and, if they match, the second
+// half is written over them. The caller holds the unit's mu exclusively,
+// so no other command of any session runs in between.
+func (c *cmdContext) compareAndWrite(cdb []byte) api.SAMStat {
+	if len(cdb) < 16 || cdb[1]&0xe0 != 0 { // WRPROTECT: no protection information here
+		return c.fail(senseIllegalRequest, ascInvalidFieldInCDB)
+	}
+	lba := binary.BigEndian.Uint64(cdb[2:])
+	n := uint64(cdb[13])
+	if outOfRange(lba, n, c.blocks()) {
+		return c.fail(senseIllegalRequest, ascLBAOutOfRange)
+	}
+	if n > maxCompareAndWriteBlocks {
+		return c.fail(senseIllegalRequest, ascInvalidFieldInCDB)
+	}
+	length := int(n) << blockShift
+	if int(c.req.edtl) != 2*length || len(c.req.out) != 2*length {
+		// The data-out must be the blocks to compare and the blocks to write.
+		return c.fail(senseIllegalRequest, ascInvalidFieldInCDB)
+	}
+	if n == 0 {
+		return c.good(nil, nil) // nothing to compare or write: not an error
+	}
+	st := c.unit.store
+	off := int64(lba) << blockShift
+	start := time.Now()
+	cur, release := getBuffer(length)
+	defer release()
+	if err := st.readAt(cur, off); err != nil {
+		c.unit.log.Error("read failed", "path", st.path, "err", err)
+		return c.fail(senseMediumError, ascReadError)
+	}
+	if i := firstDifference(cur, c.req.out[:length]); i >= 0 {
+		s := senseData(senseMiscompare, ascMiscompare)
+		s[0] |= 0x80 // VALID: INFORMATION is the offset of the first miscompare
+		binary.BigEndian.PutUint32(s[3:], uint32(i))
+		c.result = &scsiResult{status: statusCheckCondition, sense: s}
+		return api.SAMStatCheckCondition
+	}
+	if err := st.writeAt(c.req.out[length:], off); err != nil {
+		c.unit.log.Error("write failed", "path", st.path, "err", err)
+		return c.fail(senseMediumError, ascWriteError)
+	}
+	if cdb[1]&0x08 != 0 { // FUA
+		if err := st.sync(); err != nil {
+			return c.fail(senseMediumError, ascWriteError)
+		}
+	}
+	st.metrics.observeWrite(length, time.Since(start))
+	return c.good(nil, nil)
+}
+
+// firstDifference is the offset of the first byte where a and b differ, or
+// -1 if they are equal (they have the same length).
+func firstDifference(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}
+
 func handleSyncCache(_ int, cmd *api.SCSICommand) api.SAMStat {
 	c := contextOf(cmd)
 	lba, n, _, err := rwFields(cmd.SCB)
@@ -558,7 +658,7 @@ func handleWriteSame(_ int, cmd *api.SCSICommand) api.SAMStat {
 	if err != nil || flags&0xe0 != 0 || flags&0x10 != 0 || flags&0x06 != 0 {
 		return c.fail(senseIllegalRequest, ascInvalidFieldInCDB)
 	}
-	ndob := cmd.SCB[0] == 0x93 && flags&0x01 != 0
+	ndob := cmd.SCB[0] == opWriteSame16 && flags&0x01 != 0
 	unmap := flags&0x08 != 0
 	if outOfRange(lba, uint64(n), c.blocks()) {
 		return c.fail(senseIllegalRequest, ascLBAOutOfRange)
@@ -664,14 +764,14 @@ func handleServiceActionIn(host int, cmd *api.SCSICommand) api.SAMStat {
 	}
 	alloc := int(binary.BigEndian.Uint32(cdb[10:]))
 	switch cdb[1] & 0x1f {
-	case 0x10: // READ CAPACITY(16)
+	case saReadCapacity16:
 		b := make([]byte, 32)
 		binary.BigEndian.PutUint64(b, c.blocks()-1)
 		binary.BigEndian.PutUint32(b[8:], blockSize)
-		b[13] = 3           // 8 logical blocks per physical block (4 KiB)
+		b[13] = byte(c.unit.lu.Attrs.Lbppbe)
 		b[14] = 0x80 | 0x40 // LBPME, LBPRZ: unmapped blocks read as zeros
 		return c.good(b[:min(alloc, len(b))], nil)
-	case 0x12: // GET LBA STATUS
+	case saGetLBAStatus:
 		lba := binary.BigEndian.Uint64(cdb[2:])
 		if lba >= c.blocks() {
 			return c.fail(senseIllegalRequest, ascLBAOutOfRange)

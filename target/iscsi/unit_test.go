@@ -105,7 +105,10 @@ func TestLoginTextRoundTrips(t *testing.T) {
 
 func TestPersistentReservationsBlockOtherInitiatorsWrites(t *testing.T) {
 	t.Parallel()
-	pr := persistentReservations{keys: map[string]uint64{}}
+	pr, err := newPersistentReservations("v", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	param := func(key, saKey uint64) []byte {
 		b := make([]byte, 24)
 		for i := 0; i < 8; i++ {

@@ -71,6 +71,9 @@ func TestACrashAtAnyStepLeavesTheOldOrTheNewState(t *testing.T) {
 			_, err := s.SetSnapshotSetLabels(context.Background(), "set-1", map[string]string{"vm": "web", "kind": "backup"})
 			return err
 		}},
+		{"keep reservations", []string{"reservations/put", "reservations/kept"}, func(s *Store) error {
+			return s.PutReservations("base", Reservations{Generation: 3, Registrations: []Registration{{Port: "iqn.2026-11.io.drover.test:a,i,0x1", Key: 7}}, Holder: "iqn.2026-11.io.drover.test:a,i,0x1", Type: 1})
+		}},
 		{"upload an image", []string{"image/written"}, func(s *Store) error {
 			return s.WriteImage(context.Background(), "base", bytes.NewReader(bytes.Repeat([]byte("img"), 1000)), FormatRaw)
 		}},
@@ -153,6 +156,9 @@ func seed(t *testing.T, dir string) {
 	writeAt(t, d.Path, MiB, []byte("data data"))
 	mustCreateSet(t, s, SetRequest{Volumes: []string{"base", "data"}, Labels: map[string]string{"vm": "seed"}, Attachments: map[string][]byte{"notes.txt": []byte("seed")}})
 	writeAt(t, d.Path, MiB, []byte("DATA DATA"))
+	if err := s.PutReservations("base", Reservations{Generation: 1, Registrations: []Registration{{Port: "iqn.2026-11.io.drover.test:b,i,0x1", Key: 9}}}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // noopFreeze is a Freeze that holds nothing.

@@ -120,6 +120,13 @@ func describe(t *testing.T, s *Store) string {
 	for _, v := range vols {
 		check("volume "+v.Name, v.Path, v.SizeMiB)
 		lines = append(lines, fmt.Sprintf("volume %s %dMiB %s", v.Name, v.SizeMiB, fileSum(t, v.Path)))
+		r, err := s.Reservations(v.Name)
+		if err != nil {
+			t.Fatalf("Reservations(%s): %v", v.Name, err)
+		}
+		if r.Generation != 0 || len(r.Registrations) != 0 || r.Type != 0 {
+			lines = append(lines, fmt.Sprintf("reservations of %s %+v", v.Name, r))
+		}
 	}
 	for _, sn := range snaps {
 		check("snapshot "+sn.ID, sn.Path, sn.SizeMiB)
@@ -206,6 +213,15 @@ func checkNoStrayRecords(t *testing.T, s *Store, attached map[string]bool) {
 			if err != nil {
 				return err
 			}
+		}
+		err := tx.Bucket(bucketReservations).ForEach(func(k, _ []byte) error {
+			if r, ok, _ := getVolume(tx.Bucket(bucketVolumes), string(k)); !ok || r.State != stateReady {
+				t.Errorf("reservations of %s belong to no volume", k)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		return tx.Bucket(bucketAttachments).ForEach(func(k, _ []byte) error {
 			if !attached[string(k)] {

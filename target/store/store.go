@@ -123,6 +123,11 @@ type Options struct {
 	// QemuImg is the qemu-img binary used to convert qcow2 uploads; default
 	// "qemu-img" from PATH.
 	QemuImg string
+	// VolatileRegistrations makes Open forget the persistent reservations
+	// of every volume whose initiators did not set APTPL, as SPC-4 has a
+	// power loss do. By default they are kept: a restart of drover-target
+	// is not a power loss of the initiators, and fences rely on them.
+	VolatileRegistrations bool
 }
 
 // Store is the volume store of one data directory. Its methods are safe for
@@ -133,9 +138,11 @@ type Store struct {
 	log       *slog.Logger
 	noReflink bool
 	qemuImg   string
-	locks     keyLocks
-	closeOnce sync.Once
-	closeErr  error
+	// volatileRegistrations: see Options.VolatileRegistrations.
+	volatileRegistrations bool
+	locks                 keyLocks
+	closeOnce             sync.Once
+	closeErr              error
 
 	// reflink shares src's blocks with dst (FICLONE); a field so tests can
 	// exercise the reflink branch on filesystems without reflinks.
@@ -170,12 +177,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	s := &Store{
-		dir:       abs,
-		db:        db,
-		log:       opts.Logger,
-		noReflink: opts.NoReflink,
-		qemuImg:   opts.QemuImg,
-		reflink:   func(dst, src *os.File) error { return unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())) },
+		dir:                   abs,
+		db:                    db,
+		log:                   opts.Logger,
+		noReflink:             opts.NoReflink,
+		qemuImg:               opts.QemuImg,
+		volatileRegistrations: opts.VolatileRegistrations,
+		reflink:               func(dst, src *os.File) error { return unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())) },
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -227,73 +235,119 @@ func (s *Store) step(name string) {
 
 func (s *Store) abs(rel string) string { return filepath.Join(s.dir, rel) }
 
+// recover repairs what a crash may have left, one kind of record after the
+// other in one transaction (sets before the snapshots they own, volumes
+// before the reservations that belong to them), then the files.
 func (s *Store) recover() error {
-	keep := map[string]bool{}
 	var volumes []volumeRecord
 	var snapshots []snapshotRecord
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		vb, err := tx.CreateBucketIfNotExists(bucketVolumes)
-		if err != nil {
+		var err error
+		if err = s.recoverSets(tx); err != nil {
 			return err
 		}
-		sb, err := tx.CreateBucketIfNotExists(bucketSnapshots)
-		if err != nil {
+		if volumes, err = s.recoverVolumes(tx); err != nil {
 			return err
 		}
-		if err := s.recoverSets(tx); err != nil {
+		if snapshots, err = s.recoverSnapshots(tx); err != nil {
 			return err
 		}
-		var drop [][]byte
-		err = vb.ForEach(func(k, v []byte) error {
-			var r volumeRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("volume record %q: %w", k, err)
-			}
-			if r.State != stateReady {
-				s.log.Warn("rolling back volume creation interrupted by a crash", "volume", r.Name)
-				drop = append(drop, k)
-				return nil
-			}
-			keep[r.File] = true
-			volumes = append(volumes, r)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range drop {
-			if err := vb.Delete(k); err != nil {
-				return err
-			}
-		}
-		drop = nil
-		err = sb.ForEach(func(k, v []byte) error {
-			var r snapshotRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("snapshot record %q: %w", k, err)
-			}
-			if r.State != stateReady {
-				s.log.Warn("rolling back snapshot interrupted by a crash", "snapshot", r.ID)
-				drop = append(drop, k)
-				return nil
-			}
-			keep[r.File] = true
-			snapshots = append(snapshots, r)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range drop {
-			if err := sb.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.recoverReservations(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("recover metadata: %w", err)
 	}
+	keep := map[string]bool{}
+	for _, r := range volumes {
+		keep[r.File] = true
+	}
+	for _, r := range snapshots {
+		keep[r.File] = true
+	}
+	if err := s.removeOrphans(keep); err != nil {
+		return err
+	}
+	for _, r := range volumes {
+		if err := s.reconcileSize(r.File, r.SizeMiB, "volume "+r.Name); err != nil {
+			return err
+		}
+	}
+	for _, r := range snapshots {
+		if _, err := os.Stat(s.abs(r.File)); err != nil {
+			return fmt.Errorf("snapshot %s: backing file missing (%w): restore it from a backup of the data directory", r.ID, err)
+		}
+	}
+	return nil
+}
+
+// recoverVolumes drops the volume records that never became ready and
+// returns the others.
+func (s *Store) recoverVolumes(tx *bolt.Tx) ([]volumeRecord, error) {
+	vb, err := tx.CreateBucketIfNotExists(bucketVolumes)
+	if err != nil {
+		return nil, err
+	}
+	var ready []volumeRecord
+	var drop [][]byte
+	err = vb.ForEach(func(k, v []byte) error {
+		var r volumeRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("volume record %q: %w", k, err)
+		}
+		if r.State != stateReady {
+			s.log.Warn("rolling back volume creation interrupted by a crash", "volume", r.Name)
+			drop = append(drop, k)
+			return nil
+		}
+		ready = append(ready, r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ready, deleteKeys(vb, drop)
+}
+
+// recoverSnapshots drops the snapshot records that never became ready and
+// returns the others.
+func (s *Store) recoverSnapshots(tx *bolt.Tx) ([]snapshotRecord, error) {
+	sb, err := tx.CreateBucketIfNotExists(bucketSnapshots)
+	if err != nil {
+		return nil, err
+	}
+	var ready []snapshotRecord
+	var drop [][]byte
+	err = sb.ForEach(func(k, v []byte) error {
+		var r snapshotRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("snapshot record %q: %w", k, err)
+		}
+		if r.State != stateReady {
+			s.log.Warn("rolling back snapshot interrupted by a crash", "snapshot", r.ID)
+			drop = append(drop, k)
+			return nil
+		}
+		ready = append(ready, r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ready, deleteKeys(sb, drop)
+}
+
+func deleteKeys(b *bolt.Bucket, keys [][]byte) error {
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeOrphans removes the files under the data directory that no ready
+// record claims (keep), and everything in the scratch directory.
+func (s *Store) removeOrphans(keep map[string]bool) error {
 	for _, d := range []string{volumesDir, snapshotsDir, tmpDir} {
 		entries, err := os.ReadDir(s.abs(d))
 		if err != nil {
@@ -313,16 +367,6 @@ func (s *Store) recover() error {
 		}
 		if err := syncDir(s.abs(d)); err != nil {
 			return err
-		}
-	}
-	for _, r := range volumes {
-		if err := s.reconcileSize(r.File, r.SizeMiB, "volume "+r.Name); err != nil {
-			return err
-		}
-	}
-	for _, r := range snapshots {
-		if _, err := os.Stat(s.abs(r.File)); err != nil {
-			return fmt.Errorf("snapshot %s: backing file missing (%w): restore it from a backup of the data directory", r.ID, err)
 		}
 	}
 	return nil

@@ -316,7 +316,8 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	}
 	defer unlock()
 	var rec volumeRecord
-	err = s.update(func(vb, _ *bolt.Bucket) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		vb := tx.Bucket(bucketVolumes)
 		var ok bool
 		var err error
 		rec, ok, err = getVolume(vb, name)
@@ -325,6 +326,9 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		}
 		if !ok || rec.State != stateReady {
 			return errorf(ErrNotFound, "volume %q does not exist", name)
+		}
+		if err := tx.Bucket(bucketReservations).Delete([]byte(name)); err != nil {
+			return err
 		}
 		return vb.Delete([]byte(name))
 	})
