@@ -2,6 +2,7 @@ package iscsi
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,9 +44,24 @@ type Config struct {
 	// Reservations keeps persistent reservations across restarts (the
 	// volume store); nil keeps them in memory only.
 	Reservations ReservationStore
+
+	// Bounds on connections that have not finished logging in; each zero
+	// means its default. A connection gets LoginTimeout to log in. At
+	// MaxPendingLogins, the oldest pending one is closed to make room (so a
+	// flood cannot lock out an initiator that logs in promptly); a source
+	// address at MaxPendingLoginsPerAddr has its new connections refused.
+	LoginTimeout            time.Duration
+	MaxPendingLogins        int
+	MaxPendingLoginsPerAddr int
 }
 
-const loginTimeout = 30 * time.Second
+// Defaults of the pending-login bounds. A real login takes milliseconds;
+// one host logs in once per volume it opens, a few at a time.
+const (
+	DefaultLoginTimeout            = 10 * time.Second
+	DefaultMaxPendingLogins        = 128
+	DefaultMaxPendingLoginsPerAddr = 16
+)
 
 // Engine serves a set of volumes over iSCSI on one listening address.
 type Engine struct {
@@ -55,13 +71,25 @@ type Engine struct {
 	metrics *metrics
 	wg      sync.WaitGroup // accept loop and connections
 
+	loginTimeout               time.Duration
+	maxPending, maxPendingAddr int
+
 	// mu guards everything below.
 	mu       sync.Mutex
 	volumes  map[string]*volume // by name
 	byIQN    map[string]*volume
 	sessions map[*session]struct{}
+	pending  map[*pendingLogin]struct{} // connections not logged in yet
+	perAddr  map[string]int             // len(pending) by source address
 	nextTSIH uint16
 	closed   bool
+}
+
+// pendingLogin is a connection that has not finished logging in.
+type pendingLogin struct {
+	nc    net.Conn
+	addr  string // source IP
+	since time.Time
 }
 
 type volume struct {
@@ -91,6 +119,15 @@ func New(cfg Config) (*Engine, error) {
 		log = slog.Default()
 	}
 	log = log.With("component", "iscsi")
+	switch {
+	case cfg.LoginTimeout < 0:
+		return nil, fmt.Errorf("iscsi: login timeout %s: give a positive duration, or 0 for the default %s", cfg.LoginTimeout, DefaultLoginTimeout)
+	case cfg.MaxPendingLogins < 0 || cfg.MaxPendingLoginsPerAddr < 0:
+		return nil, errors.New("iscsi: pending login bounds must be positive, or 0 for the defaults")
+	}
+	loginTimeout := cmp.Or(cfg.LoginTimeout, DefaultLoginTimeout)
+	maxPending := cmp.Or(cfg.MaxPendingLogins, DefaultMaxPendingLogins)
+	maxPendingAddr := min(cmp.Or(cfg.MaxPendingLoginsPerAddr, DefaultMaxPendingLoginsPerAddr), maxPending)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("iscsi: register metrics: %w", err)
@@ -108,6 +145,12 @@ func New(cfg Config) (*Engine, error) {
 		volumes:  map[string]*volume{},
 		byIQN:    map[string]*volume{},
 		sessions: map[*session]struct{}{},
+		pending:  map[*pendingLogin]struct{}{},
+		perAddr:  map[string]int{},
+
+		loginTimeout:   loginTimeout,
+		maxPending:     maxPending,
+		maxPendingAddr: maxPendingAddr,
 	}
 	e.wg.Add(1)
 	go e.accept()
@@ -326,45 +369,103 @@ func (e *Engine) accept() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		e.mu.Lock()
-		closed := e.closed
-		if !closed {
-			e.wg.Add(1)
-		}
-		e.mu.Unlock()
-		if closed {
+		pl, err := e.admit(nc)
+		if errors.Is(err, net.ErrClosed) {
 			nc.Close()
 			return
 		}
-		go e.serve(nc)
+		if err != nil {
+			e.log.Debug("iscsi connection refused", "remote", nc.RemoteAddr().String(), "reason", err)
+			nc.Close()
+			continue
+		}
+		go e.serve(nc, pl)
+	}
+}
+
+// admit counts a new connection as a pending login, within the bounds (see
+// Config): it refuses one from an address at its bound and closes the
+// oldest pending login when all slots are taken.
+func (e *Engine) admit(nc net.Conn) (*pendingLogin, error) {
+	addr := nc.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		addr = host
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, net.ErrClosed
+	}
+	if e.perAddr[addr] >= e.maxPendingAddr {
+		e.metrics.countRefused(refusedPendingLoginsPerAddr)
+		return nil, fmt.Errorf("%d logins pending from %s", e.perAddr[addr], addr)
+	}
+	if len(e.pending) >= e.maxPending {
+		var oldest *pendingLogin
+		for p := range e.pending {
+			if oldest == nil || p.since.Before(oldest.since) {
+				oldest = p
+			}
+		}
+		e.dropPendingLocked(oldest)
+		oldest.nc.Close() // its login fails, and serve cleans up
+		e.metrics.countRefused(refusedPendingLogins)
+	}
+	pl := &pendingLogin{nc: nc, addr: addr, since: time.Now()}
+	e.pending[pl] = struct{}{}
+	e.perAddr[addr]++
+	e.wg.Add(1)
+	return pl, nil
+}
+
+// loginEnded removes a connection from the pending logins, if it is still
+// there (admit may have dropped it already).
+func (e *Engine) loginEnded(pl *pendingLogin) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dropPendingLocked(pl)
+}
+
+func (e *Engine) dropPendingLocked(pl *pendingLogin) {
+	if _, ok := e.pending[pl]; !ok {
+		return
+	}
+	delete(e.pending, pl)
+	if e.perAddr[pl.addr]--; e.perAddr[pl.addr] == 0 {
+		delete(e.perAddr, pl.addr)
 	}
 }
 
 // serve runs one TCP connection: login, then the full feature phase. A panic
 // anywhere in it closes this connection only.
-func (e *Engine) serve(nc net.Conn) {
+func (e *Engine) serve(nc net.Conn, pl *pendingLogin) {
 	defer e.wg.Done()
 	defer nc.Close()
+	defer e.loginEnded(pl)
 	defer func() {
 		if r := recover(); r != nil {
 			e.log.Error("iscsi connection panicked", "remote", nc.RemoteAddr().String(), "panic", r)
 		}
 	}()
-	nc.SetDeadline(time.Now().Add(loginTimeout))
-	cr := &connReader{nc: nc}
-	br := bufio.NewReaderSize(cr, 64<<10)
-	l := &login{e: e, nc: nc, br: br}
+	nc.SetDeadline(time.Now().Add(e.loginTimeout))
+	l := &login{e: e, nc: nc}
 	s, err := l.run()
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			e.metrics.countRefused(refusedLoginTimeout)
+		}
 		e.log.Info("iscsi login refused", "remote", nc.RemoteAddr().String(), "initiator", l.initiator, "target", l.targetName, "reason", err)
 		return
 	}
 	nc.SetDeadline(time.Time{})
+	e.loginEnded(pl)
 	if !e.register(s) {
 		return
 	}
 	defer e.unregister(s)
-	cr.beforeRead = s.flush
+	cr := &connReader{nc: nc, beforeRead: s.flush}
+	s.br = bufio.NewReaderSize(cr, 64<<10)
 	s.run()
 }
 

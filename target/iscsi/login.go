@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/md5"
 	"crypto/rand"
@@ -26,10 +25,21 @@ const (
 	loginMissingParam    = 0x0207
 	loginNoSession       = 0x020a
 	loginInvalidDuring   = 0x020b
+	loginInitiatorError  = 0x0200
 	loginTargetError     = 0x0300
+	loginOutOfResources  = 0x0302
 	ourMaxRecvDataSegLen = 262144
 	ourMaxBurst          = 16776192
 	cmdWindow            = 128
+
+	// loginSegMax is the longest data segment of a Login Request or
+	// Response (RFC 7143: 8192 bytes during login, whatever
+	// MaxRecvDataSegmentLength is declared for the full feature phase); a
+	// longer announcement ends the login unread.
+	loginSegMax = 8192
+	// loginTextMax bounds the login text an initiator may send across
+	// continuation PDUs (the C bit); real logins send about 1 KiB.
+	loginTextMax = 64 << 10
 )
 
 type kv struct{ k, v string }
@@ -72,10 +82,13 @@ func refuse(status uint16, format string, args ...any) error {
 // login runs the login phase of one connection (RFC 7143 6.3): identifies
 // the initiator and target, checks the allow-list, runs CHAP when the volume
 // requires it, and negotiates operational parameters.
+//
+// It reads the connection directly, PDU by PDU, so that nothing is buffered
+// for a connection that has not logged in and no byte of the full feature
+// phase is read ahead.
 type login struct {
 	e  *Engine
 	nc net.Conn
-	br *bufio.Reader
 
 	statSN      uint32
 	initiator   string
@@ -92,6 +105,19 @@ type login struct {
 	declared    bool
 	params      sessionParams
 	pendingText []byte
+	more        *loginReply // a response whose text goes out in pieces
+}
+
+// loginReply is one login response. Its text may be longer than the
+// initiator takes in one PDU; then it goes out in pieces with the C bit
+// set, each piece asked for by an empty Login Request (RFC 7143), and
+// only the last piece carries the transit and the TSIH.
+type loginReply struct {
+	transit  bool
+	csg, nsg byte
+	tsih     uint16
+	text     []byte // what has not been sent yet
+	done     bool   // the last piece ends the login (full feature phase)
 }
 
 type sessionParams struct {
@@ -104,25 +130,35 @@ type sessionParams struct {
 
 func (l *login) run() (*session, error) {
 	l.params = sessionParams{maxSend: 8192, maxBurst: 262144, firstBurst: 65536, initialR2T: true, immediateData: true}
-	var p pdu
+	p := pdu{data: make([]byte, 0, loginSegMax)}
 	first := true
 	for {
-		if err := readPDU(l.br, &p); err != nil {
-			return nil, err
-		}
-		if p.opcode() != opLoginReq {
-			return nil, fmt.Errorf("opcode %#x during login", p.opcode())
-		}
+		err := readPDU(l.nc, &p, loginSegMax)
 		if first {
 			l.statSN = p.u32(28)
 			copy(l.isid[:], p.bhs[8:14])
 		}
-		done, err := l.step(&p, first)
+		var done bool
+		switch {
+		case err != nil:
+			var tl *errSegmentTooLong
+			if !errors.As(err, &tl) {
+				return nil, err
+			}
+			l.e.metrics.countRefused(refusedSegmentTooLong)
+			err = refuse(loginInitiatorError, "login pdu: %v", err)
+		case p.opcode() != opLoginReq:
+			return nil, fmt.Errorf("opcode %#x during login", p.opcode())
+		case l.more != nil: // the initiator asks for the rest of our text
+			done, err = l.reply(&p, *l.more)
+		default:
+			done, err = l.step(&p, first)
+		}
 		first = false
 		if err != nil {
 			var le *loginError
 			if errors.As(err, &le) {
-				l.respond(&p, false, 0, 0, nil, le.status, 0)
+				l.write(&p, loginReply{}, false, nil, le.status)
 			}
 			return nil, err
 		}
@@ -141,9 +177,13 @@ func (l *login) step(p *pdu, first bool) (done bool, err error) {
 	if p.bhs[3] > 0 { // version-min
 		return false, refuse(loginUnsupportedVer, "unsupported version %d", p.bhs[3])
 	}
+	if len(l.pendingText)+len(p.data) > loginTextMax {
+		l.e.metrics.countRefused(refusedLoginTextTooLong)
+		return false, refuse(loginOutOfResources, "login text longer than %d bytes", loginTextMax)
+	}
 	if cont {
 		l.pendingText = append(l.pendingText, p.data...)
-		return false, l.respond(p, false, csg, 0, nil, 0, 0)
+		return l.reply(p, loginReply{csg: csg})
 	}
 	text := append(l.pendingText, p.data...)
 	l.pendingText = nil
@@ -181,14 +221,15 @@ func (l *login) step(p *pdu, first bool) (done bool, err error) {
 	default:
 		return false, refuse(loginInvalidDuring, "login request in stage %d", csg)
 	}
+	r := loginReply{csg: csg, text: marshalText(resp)}
 	if transit && l.authed && (nsg == 1 && csg == 0 || nsg == 3) {
+		r.transit, r.nsg = true, nsg
 		if nsg == 3 {
 			l.params.firstBurst = min(l.params.firstBurst, l.params.maxBurst)
-			return true, l.respond(p, true, csg, 3, resp, 0, l.e.allocTSIH())
+			r.tsih, r.done = l.e.allocTSIH(), true
 		}
-		return false, l.respond(p, true, csg, nsg, resp, 0, 0)
 	}
-	return false, l.respond(p, false, csg, 0, resp, 0, 0)
+	return l.reply(p, r)
 }
 
 func (l *login) identify(p *pdu, keys []kv) error {
@@ -405,27 +446,44 @@ func (l *login) negotiate(keys []kv) []kv {
 	return resp
 }
 
-func (l *login) respond(req *pdu, transit bool, csg, nsg byte, kvs []kv, status uint16, tsih uint16) error {
-	var r pdu
-	r.bhs[0] = opLoginResp
-	if transit {
-		r.bhs[1] = 0x80 | csg<<2 | nsg
-	} else {
-		r.bhs[1] = csg << 2
+// reply sends a login response, or its next piece when its text is longer
+// than the initiator takes in one PDU; done reports that the last piece of
+// a response ending the login went out.
+func (l *login) reply(req *pdu, r loginReply) (done bool, err error) {
+	limit := int(min(loginSegMax, l.params.maxSend))
+	if len(r.text) > limit {
+		piece := r.text[:limit]
+		r.text = r.text[limit:]
+		l.more = &r
+		return false, l.write(req, loginReply{csg: r.csg}, true, piece, 0)
 	}
-	data := marshalText(kvs)
-	r.setDataLen(len(data))
-	copy(r.bhs[8:14], req.bhs[8:14])
-	r.put16(14, tsih)
-	r.put32(16, req.itt())
-	r.put32(24, l.statSN)
+	l.more = nil
+	return r.done, l.write(req, r, false, r.text, 0)
+}
+
+// write sends one Login Response PDU; cont sets the C bit (and then r has
+// no transit).
+func (l *login) write(req *pdu, r loginReply, cont bool, text []byte, status uint16) error {
+	var h pdu
+	h.bhs[0] = opLoginResp
+	h.bhs[1] = r.csg << 2
+	if r.transit {
+		h.bhs[1] |= 0x80 | r.nsg
+	}
+	if cont {
+		h.bhs[1] |= 0x40
+	}
+	h.setDataLen(len(text))
+	copy(h.bhs[8:14], req.bhs[8:14])
+	h.put16(14, r.tsih)
+	h.put32(16, req.itt())
+	h.put32(24, l.statSN)
 	l.statSN++
-	r.put32(28, req.cmdSN())
-	r.put32(32, req.cmdSN()+cmdWindow-1)
-	r.bhs[36] = byte(status >> 8)
-	r.bhs[37] = byte(status)
-	l.nc.SetWriteDeadline(time.Now().Add(loginTimeout))
-	return writePDU(l.nc, &r.bhs, data)
+	h.put32(28, req.cmdSN())
+	h.put32(32, req.cmdSN()+cmdWindow-1)
+	h.bhs[36] = byte(status >> 8)
+	h.bhs[37] = byte(status)
+	return writePDU(l.nc, &h.bhs, text)
 }
 
 func (l *login) session(last *pdu) *session {
@@ -433,7 +491,6 @@ func (l *login) session(last *pdu) *session {
 		e:         l.e,
 		vol:       l.vol,
 		nc:        l.nc,
-		br:        l.br,
 		initiator: l.initiator,
 		targetIQN: l.targetName,
 		remote:    l.nc.RemoteAddr().String(),

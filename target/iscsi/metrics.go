@@ -13,7 +13,18 @@ type metrics struct {
 	ops      *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	sessions *prometheus.GaugeVec
+	refused  *prometheus.CounterVec
 }
+
+// Reasons of drover_iscsi_connections_refused_total: why a connection was
+// refused or ended by one of the target's limits.
+const (
+	refusedPendingLogins        = "pending_logins"          // oldest pending login closed to make room
+	refusedPendingLoginsPerAddr = "pending_logins_per_addr" // source address already at its bound
+	refusedLoginTimeout         = "login_timeout"           // login not finished within the deadline
+	refusedSegmentTooLong       = "data_segment_too_long"   // a PDU announced more data than allowed
+	refusedLoginTextTooLong     = "login_text_too_long"     // continued login text past loginTextMax
+)
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -34,11 +45,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "drover", Subsystem: "iscsi", Name: "sessions",
 			Help: "iSCSI sessions logged in to a volume.",
 		}, []string{"volume"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "drover", Subsystem: "iscsi", Name: "connections_refused_total",
+			Help: "Connections refused or ended by the target's limits (pending logins, login deadline, PDU and login text sizes), by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{refusedPendingLogins, refusedPendingLoginsPerAddr, refusedLoginTimeout, refusedSegmentTooLong, refusedLoginTextTooLong} {
+		m.refused.WithLabelValues(r) // every reason shows, at 0 until it happens
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.bytes, m.ops, m.latency, m.sessions} {
+	for _, c := range []prometheus.Collector{m.bytes, m.ops, m.latency, m.sessions, m.refused} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -48,6 +66,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+func (m *metrics) countRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 type volumeMetrics struct {
 	readBytes, writeBytes                 prometheus.Counter

@@ -30,7 +30,6 @@ const (
 const (
 	bhsLen       = 48
 	reservedTag  = 0xffffffff
-	maxDataSeg   = 16 << 20 // refuse PDUs announcing more than this
 	flagFinal    = 0x80
 	flagImmedate = 0x40
 )
@@ -60,16 +59,29 @@ func (p *pdu) cmdSN() uint32 { return p.u32(24) }
 
 func (p *pdu) lun() uint64 { return binary.BigEndian.Uint64(p.bhs[8:16]) }
 
-// readPDU reads one PDU. It reads into buf's data slice when it is big enough,
-// so the caller may reuse buffers for Data-Out.
-func readPDU(r io.Reader, p *pdu) error {
+// errSegmentTooLong is a PDU announcing a data segment longer than the
+// receiver may take at that point of the protocol; its payload is not read.
+type errSegmentTooLong struct{ n, limit int }
+
+func (e *errSegmentTooLong) Error() string {
+	return fmt.Sprintf("data segment of %d bytes is longer than the %d allowed", e.n, e.limit)
+}
+
+// dataSegLen is the data segment length a BHS announces.
+func dataSegLen(h *[bhsLen]byte) int { return int(h[5])<<16 | int(h[6])<<8 | int(h[7]) }
+
+// readPDU reads one PDU whose data segment may be at most limit bytes. A
+// longer announcement is an *errSegmentTooLong, returned before any of the
+// payload is read or allocated. It reads into p.data when it is big enough,
+// so the caller may reuse the buffer.
+func readPDU(r io.Reader, p *pdu, limit int) error {
 	if _, err := io.ReadFull(r, p.bhs[:]); err != nil {
 		return err
 	}
 	ahs := int(p.bhs[4]) * 4
-	n := int(p.bhs[5])<<16 | int(p.bhs[6])<<8 | int(p.bhs[7])
-	if n > maxDataSeg {
-		return fmt.Errorf("data segment of %d bytes is too long", n)
+	n := dataSegLen(&p.bhs)
+	if n > limit {
+		return &errSegmentTooLong{n: n, limit: limit}
 	}
 	if ahs > 0 {
 		if _, err := io.CopyN(io.Discard, r, int64(ahs)); err != nil {

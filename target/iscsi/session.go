@@ -64,6 +64,7 @@ type writeTask struct {
 	received uint32
 	ttt      uint32
 	r2tSN    uint32
+	dataSN   uint32 // the next Data-Out's DataSN in the current sequence
 }
 
 func (s *session) close() {
@@ -115,17 +116,26 @@ func (s *session) acceptCmdSN(h *[bhsLen]byte) bool {
 	return true
 }
 
+// scratchMax is the data segment of a NOP-Out or Text Request that the
+// reader keeps a buffer for; longer ones (up to ourMaxRecvDataSegLen) get a
+// buffer of their own that is not kept.
+const scratchMax = 8192
+
 func (s *session) readLoop() error {
 	var h [bhsLen]byte
-	scratch := make([]byte, 8192)
+	scratch := make([]byte, scratchMax)
 	for {
 		if _, err := io.ReadFull(s.br, h[:]); err != nil {
 			return err
 		}
 		ahs := int(h[4]) * 4
-		dlen := int(h[5])<<16 | int(h[6])<<8 | int(h[7])
-		if dlen > maxDataSeg {
-			return fmt.Errorf("data segment of %d bytes", dlen)
+		dlen := dataSegLen(&h)
+		if dlen > ourMaxRecvDataSegLen {
+			// We declared MaxRecvDataSegmentLength: a longer PDU is a
+			// protocol error. Its payload is not read.
+			s.e.metrics.countRefused(refusedSegmentTooLong)
+			s.sendReject(&h, rejectProtocolError)
+			return &errSegmentTooLong{n: dlen, limit: ourMaxRecvDataSegLen}
 		}
 		if ahs > 0 {
 			if _, err := s.br.Discard(ahs); err != nil {
@@ -145,10 +155,10 @@ func (s *session) readLoop() error {
 			}
 			continue
 		}
-		if cap(scratch) < dlen {
-			scratch = make([]byte, dlen)
+		data := scratch[:min(dlen, scratchMax)]
+		if dlen > scratchMax {
+			data = make([]byte, dlen)
 		}
-		data := scratch[:dlen]
 		if err := s.readData(data); err != nil {
 			return err
 		}
@@ -185,14 +195,20 @@ func (s *session) readLoop() error {
 			s.send(&r, nil, true)
 			return nil
 		default:
-			reason := byte(0x05) // command not supported
+			reason := byte(rejectNotSupported)
 			if op == opSNACKReq {
-				reason = 0x04 // protocol error: no SNACK at error recovery level 0
+				reason = rejectProtocolError // no SNACK at error recovery level 0
 			}
 			s.sendReject(&h, reason)
 		}
 	}
 }
+
+// Reject reasons (RFC 7143 11.17.1).
+const (
+	rejectProtocolError = 0x04
+	rejectNotSupported  = 0x05
+)
 
 // readData reads a data segment and its padding.
 func (s *session) readData(b []byte) error {
@@ -218,7 +234,7 @@ func (s *session) onCommand(h *[bhsLen]byte, dlen int) error {
 			return err
 		}
 		if s.vol == nil {
-			s.sendReject(h, 0x05)
+			s.sendReject(h, rejectNotSupported)
 		}
 		return nil
 	}
@@ -240,14 +256,12 @@ func (s *session) onCommand(h *[bhsLen]byte, dlen int) error {
 	}
 	buf, release := getBuffer(int(edtl))
 	imm := min(uint32(dlen), edtl)
-	if uint32(dlen) > edtl { // more immediate data than expected: keep what fits
-		tmp := make([]byte, dlen)
-		if err := s.readData(tmp); err != nil {
-			release()
-			return err
-		}
-		copy(buf, tmp)
-	} else if err := s.readData(buf[:imm]); err != nil {
+	if _, err := io.ReadFull(s.br, buf[:imm]); err != nil {
+		release()
+		return err
+	}
+	// Padding, and immediate data beyond the expected length: dropped.
+	if _, err := s.br.Discard((dlen+3)&^3 - int(imm)); err != nil {
 		release()
 		return err
 	}
@@ -276,10 +290,23 @@ func (s *session) onDataOut(h *[bhsLen]byte, dlen int) error {
 			return err
 		}
 		if t != nil {
-			s.sendReject(h, 0x04) // data beyond the expected length
+			s.sendReject(h, rejectProtocolError) // data beyond the expected length
 		}
 		return nil
 	}
+	if sn := binary.BigEndian.Uint32(h[36:]); sn != t.dataSN {
+		// A lost or reordered Data-Out: at ErrorRecoveryLevel 0 there is
+		// no recovery R2T (RFC 7143), so the command ends with a
+		// check condition and what else arrives for it is dropped.
+		if err := s.discard(dlen); err != nil {
+			return err
+		}
+		delete(s.pending, itt)
+		t.release()
+		s.dispatchError(&t.hdr, senseData(senseAbortedCommand, ascDataPhaseError))
+		return nil
+	}
+	t.dataSN++
 	if err := s.readData(t.buf[off : off+uint32(dlen)]); err != nil {
 		return err
 	}
@@ -302,6 +329,7 @@ func (s *session) sendR2T(t *writeTask) {
 		s.nextTTT = 1
 	}
 	t.ttt = s.nextTTT
+	t.dataSN = 0 // each R2T starts a new sequence
 	var r [bhsLen]byte
 	r[0], r[1] = opR2T, 0x80
 	copy(r[8:20], t.hdr[8:20]) // LUN, ITT
@@ -631,12 +659,19 @@ func (s *session) sendReject(h *[bhsLen]byte, reason byte) {
 	s.send(&r, append([]byte(nil), h[:]...), true)
 }
 
+// ascDataPhaseError is the sense of a command whose Data-Out sequence broke
+// (SPC-4: DATA PHASE ERROR).
+const ascDataPhaseError = 0x4b00
+
 // onTMF handles task management. Commands run to completion quickly, so
 // aborting means dropping commands still waiting for data and waiting for the
-// running ones to answer before the TMF response goes out.
+// running ones to answer before the TMF response goes out. ABORT TASK of a
+// command that has been answered (or is being) reports that the task does
+// not exist, as the initiator then has its response.
 func (s *session) onTMF(h *[bhsLen]byte) error {
 	const (
 		complete     = 0
+		noTask       = 1
 		noLUN        = 2
 		noReassign   = 4
 		notSupported = 5
@@ -660,6 +695,8 @@ func (s *session) onTMF(h *[bhsLen]byte) error {
 		if t, ok := s.pending[ref]; ok {
 			t.release()
 			delete(s.pending, ref)
+		} else {
+			resp = noTask
 		}
 		s.inflight.Wait()
 	case abortTaskSet, clearTaskSet, lunReset:

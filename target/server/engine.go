@@ -8,9 +8,19 @@ import (
 	"github.com/drover/terraform-provider-drover/target/iscsi"
 )
 
+// Defaults of LoginLimits: the engine's.
+const (
+	DefaultLoginTimeout            = iscsi.DefaultLoginTimeout
+	DefaultMaxPendingLogins        = iscsi.DefaultMaxPendingLogins
+	DefaultMaxPendingLoginsPerAddr = iscsi.DefaultMaxPendingLoginsPerAddr
+)
+
 // newISCSIEngine starts the real iSCSI engine.
 func newISCSIEngine(c EngineConfig) (Exporter, error) {
-	e, err := iscsi.New(iscsi.Config{Listen: c.Listen, Logger: c.Logger, Registerer: c.Registerer})
+	e, err := iscsi.New(iscsi.Config{
+		Listen: c.Listen, Logger: c.Logger, Registerer: c.Registerer,
+		LoginTimeout: c.Logins.Timeout, MaxPendingLogins: c.Logins.MaxPending, MaxPendingLoginsPerAddr: c.Logins.MaxPendingPerAddr,
+	})
 	if err != nil {
 		return nil, err
 	}

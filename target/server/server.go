@@ -39,6 +39,15 @@ type EngineConfig struct {
 	Listen     string
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	Logins     LoginLimits
+}
+
+// LoginLimits bound the connections that have not finished logging in
+// (see iscsi.Config); each zero means the engine's default.
+type LoginLimits struct {
+	Timeout           time.Duration // to finish logging in
+	MaxPending        int           // in all; the oldest makes room
+	MaxPendingPerAddr int           // from one source address; more are refused
 }
 
 // Config configures a Server.
@@ -54,7 +63,9 @@ type Config struct {
 	// MaxHold bounds how long writes are held to cut a snapshot or a
 	// snapshot set; default api.DefaultMaxHold.
 	MaxHold time.Duration
-	Logger  *slog.Logger
+	// Logins bounds the connections that have not logged in yet.
+	Logins LoginLimits
+	Logger *slog.Logger
 	// NewEngine starts the iSCSI engine; nil starts the real one
 	// (package target/iscsi). Tests pass an in-memory engine.
 	NewEngine func(EngineConfig) (Exporter, error)
@@ -69,6 +80,10 @@ func (c Config) Validate() error {
 		return errors.New("no API token: pass --token-file with a file holding a random token (e.g. `openssl rand -hex 32 > token`); the daemon does not run an open API")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("TLS needs both --tls-cert and --tls-key")
+	case c.Logins.Timeout < 0:
+		return fmt.Errorf("--login-timeout %s: give a positive duration", c.Logins.Timeout)
+	case c.Logins.MaxPending < 0 || c.Logins.MaxPendingPerAddr < 0:
+		return errors.New("--max-pending-logins and --max-pending-logins-per-addr must be positive")
 	}
 	if c.IQNPrefix != "" {
 		if err := api.CheckIQNPrefix(c.IQNPrefix); err != nil {
@@ -149,7 +164,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.engine, err = cfg.NewEngine(EngineConfig{Listen: cfg.ISCSIListen, Logger: cfg.Logger, Registerer: s.registry})
+	s.engine, err = cfg.NewEngine(EngineConfig{Listen: cfg.ISCSIListen, Logger: cfg.Logger, Registerer: s.registry, Logins: cfg.Logins})
 	if err != nil {
 		return nil, fmt.Errorf("start iSCSI engine on %s: %w", cfg.ISCSIListen, err)
 	}

@@ -24,6 +24,8 @@ Daemon:
   drover-target serve --data-dir DIR --token-file FILE [--iscsi-listen ADDR] [--api-listen ADDR]
                       [--tls-cert FILE --tls-key FILE] [--iqn-prefix PREFIX] [--config FILE]
                       [--max-hold DURATION] [--log-level debug|info|warn|error]
+                      [--login-timeout DURATION] [--max-pending-logins N]
+                      [--max-pending-logins-per-addr N]
 
 Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the token from
 --token-file or $DROVER_STORAGE_TOKEN):
@@ -76,6 +78,10 @@ type fileConfig struct {
 	IQNPrefix   string `json:"iqn_prefix"`
 	MaxHold     string `json:"max_hold"` // a Go duration, e.g. "30s"
 	LogLevel    string `json:"log_level"`
+
+	LoginTimeout            string `json:"login_timeout"` // a Go duration
+	MaxPendingLogins        int    `json:"max_pending_logins"`
+	MaxPendingLoginsPerAddr int    `json:"max_pending_logins_per_addr"`
 }
 
 // Bounds of --max-hold. Below the floor, writes already running cannot be
@@ -84,6 +90,13 @@ type fileConfig struct {
 const (
 	maxHoldFloor   = 100 * time.Millisecond
 	maxHoldCeiling = 10 * time.Minute
+)
+
+// Bounds of --login-timeout: a login over a slow link takes well under a
+// second; a connection that has not logged in holds a slot until then.
+const (
+	loginTimeoutFloor   = time.Second
+	loginTimeoutCeiling = 5 * time.Minute
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -110,6 +123,9 @@ func serveConfig(args []string, stderr io.Writer) (server.Config, error) {
 	fs.StringVar(&c.IQNPrefix, "iqn-prefix", "", "prefix of the volumes' IQNs (default iqn.2026-11.io.drover:)")
 	fs.StringVar(&c.MaxHold, "max-hold", api.DefaultMaxHold.String(), "longest time writes are held to cut a snapshot or snapshot set, draining included (100ms to 10m)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LoginTimeout, "login-timeout", server.DefaultLoginTimeout.String(), "time an iSCSI connection has to finish logging in (1s to 5m)")
+	fs.IntVar(&c.MaxPendingLogins, "max-pending-logins", server.DefaultMaxPendingLogins, "iSCSI connections that may be logging in at once; past it the oldest is closed")
+	fs.IntVar(&c.MaxPendingLoginsPerAddr, "max-pending-logins-per-addr", server.DefaultMaxPendingLoginsPerAddr, "iSCSI connections one address may have logging in at once; past it new ones are refused")
 	fs.StringVar(&configFile, "config", "", "JSON file with the same settings (data_dir, iscsi_listen, ...); flags win")
 	if err := fs.Parse(args); err != nil {
 		return server.Config{}, errUsage
@@ -130,6 +146,10 @@ func serveConfig(args []string, stderr io.Writer) (server.Config, error) {
 	if err != nil {
 		return server.Config{}, err
 	}
+	logins, err := parseLoginLimits(c)
+	if err != nil {
+		return server.Config{}, err
+	}
 	token, err := server.ReadTokenFile(c.TokenFile)
 	if err != nil {
 		return server.Config{}, err
@@ -143,6 +163,7 @@ func serveConfig(args []string, stderr io.Writer) (server.Config, error) {
 		TLSKey:      c.TLSKey,
 		IQNPrefix:   c.IQNPrefix,
 		MaxHold:     maxHold,
+		Logins:      logins,
 		Logger:      slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}, nil
 }
@@ -159,6 +180,22 @@ func parseMaxHold(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("--max-hold %s is too long: guests' writes wait that long during a snapshot; give at most %s", s, maxHoldCeiling)
 	}
 	return d, nil
+}
+
+// parseLoginLimits reads --login-timeout and the pending-login bounds.
+func parseLoginLimits(c fileConfig) (server.LoginLimits, error) {
+	d, err := time.ParseDuration(c.LoginTimeout)
+	switch {
+	case err != nil:
+		return server.LoginLimits{}, fmt.Errorf("--login-timeout %q: give a duration such as 10s or 30s", c.LoginTimeout)
+	case d < loginTimeoutFloor || d > loginTimeoutCeiling:
+		return server.LoginLimits{}, fmt.Errorf("--login-timeout %s: give %s to %s", c.LoginTimeout, loginTimeoutFloor, loginTimeoutCeiling)
+	case c.MaxPendingLogins < 1:
+		return server.LoginLimits{}, fmt.Errorf("--max-pending-logins %d: give at least 1", c.MaxPendingLogins)
+	case c.MaxPendingLoginsPerAddr < 1 || c.MaxPendingLoginsPerAddr > c.MaxPendingLogins:
+		return server.LoginLimits{}, fmt.Errorf("--max-pending-logins-per-addr %d: give 1 to --max-pending-logins (%d)", c.MaxPendingLoginsPerAddr, c.MaxPendingLogins)
+	}
+	return server.LoginLimits{Timeout: d, MaxPending: c.MaxPendingLogins, MaxPendingPerAddr: c.MaxPendingLoginsPerAddr}, nil
 }
 
 // applyConfigFile fills the settings not given as flags from a JSON file.
@@ -190,8 +227,21 @@ func applyConfigFile(fs *flag.FlagSet, path string, c *fileConfig) error {
 		{"iqn-prefix", &c.IQNPrefix, fc.IQNPrefix},
 		{"max-hold", &c.MaxHold, fc.MaxHold},
 		{"log-level", &c.LogLevel, fc.LogLevel},
+		{"login-timeout", &c.LoginTimeout, fc.LoginTimeout},
 	} {
 		if !set[s.flag] && s.fromFile != "" {
+			*s.dst = s.fromFile
+		}
+	}
+	for _, s := range []struct {
+		flag     string
+		dst      *int
+		fromFile int
+	}{
+		{"max-pending-logins", &c.MaxPendingLogins, fc.MaxPendingLogins},
+		{"max-pending-logins-per-addr", &c.MaxPendingLoginsPerAddr, fc.MaxPendingLoginsPerAddr},
+	} {
+		if !set[s.flag] && s.fromFile != 0 {
 			*s.dst = s.fromFile
 		}
 	}
