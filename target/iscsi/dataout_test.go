@@ -127,3 +127,31 @@ func TestAbortTaskDropsAWaitingCommandAndReportsAnAnsweredOneAsGone(t *testing.T
 		t.Errorf("ABORT TASK of an answered INQUIRY: got response %d, want %d (task does not exist)", got, noTask)
 	}
 }
+
+func TestWritesWaitingForDataHoldAtMostTheirBoundOfBuffers(t *testing.T) {
+	t.Parallel()
+	e, _ := startEngine(t)
+	ex := exportVolume(t, e, "parked", 1<<20, testInitiator)
+	c := rawLogin(t, e, ex, testInitiator)
+	const edtl = 48 << 20 // what the buffers are allocated by, whatever the CDB says
+	cdb := func() []byte { return rw10(0x2a, 0, 8) }
+	for i := uint32(0); i < pendingWriteMax/(48<<20); i++ {
+		c.nc.Write(scsiCmd(30+i, 1+i, cdb(), edtl, false, true, nil))
+		if r, _ := c.read(); r[0]&0x3f != opR2T {
+			t.Fatalf("write %d: got opcode %#x, want an R2T", i, r[0]&0x3f)
+		}
+	}
+	c.nc.Write(scsiCmd(40, 3, cdb(), edtl, false, true, nil))
+	r, _ := c.read()
+	if r[0]&0x3f != opSCSIResp || r[3] != statusTaskSetFull {
+		t.Errorf("a write past the bound: got opcode %#x status %#x, want TASK SET FULL", r[0]&0x3f, r[3])
+	}
+	// Aborting one makes room again.
+	if got := c.tmf(1, 41, 30, 4); got != 0 {
+		t.Fatalf("ABORT TASK: got response %d, want 0", got)
+	}
+	c.nc.Write(scsiCmd(42, 4, cdb(), edtl, false, true, nil))
+	if r, _ := c.read(); r[0]&0x3f != opR2T {
+		t.Errorf("a write after the abort: got opcode %#x, want an R2T", r[0]&0x3f)
+	}
+}

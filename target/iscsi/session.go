@@ -47,8 +47,10 @@ type session struct {
 	sem      chan struct{}
 	inflight sync.WaitGroup
 
-	// pending and nextTTT belong to the reader goroutine.
-	pending map[uint32]*writeTask
+	// pending, pendingBytes (their buffers) and nextTTT belong to the
+	// reader goroutine.
+	pending      map[uint32]*writeTask
+	pendingBytes int
 	nextTTT uint32
 
 	closeOnce sync.Once
@@ -93,10 +95,36 @@ func (s *session) run() {
 }
 
 func (s *session) dropPending() {
-	for itt, t := range s.pending {
-		t.release()
-		delete(s.pending, itt)
+	for itt := range s.pending {
+		s.unpark(itt).release()
 	}
+}
+
+// pendingWriteMax bounds the buffers of a session's writes waiting for
+// their data, allocated when the command arrives: past it, a write is
+// answered TASK SET FULL (the initiator retries it) instead of letting an
+// initiator that never sends the data hold 128 × 64 MiB.
+const pendingWriteMax = 128 << 20
+
+const statusTaskSetFull = 0x28
+
+// park keeps a write until its data has arrived.
+func (s *session) park(itt uint32, t *writeTask) {
+	if old := s.unpark(itt); old != nil {
+		old.release()
+	}
+	s.pending[itt] = t
+	s.pendingBytes += len(t.buf)
+}
+
+// unpark takes a write out of the pending ones (nil if it is not there).
+func (s *session) unpark(itt uint32) *writeTask {
+	t := s.pending[itt]
+	if t != nil {
+		delete(s.pending, itt)
+		s.pendingBytes -= len(t.buf)
+	}
+	return t
 }
 
 func (s *session) maxCmdSN() uint32 { return s.expCmdSN.Load() + cmdWindow - 1 }
@@ -254,8 +282,16 @@ func (s *session) onCommand(h *[bhsLen]byte, dlen int) error {
 		s.dispatchError(h, senseData(senseIllegalRequest, ascInvalidFieldInCDB))
 		return nil
 	}
-	buf, release := getBuffer(int(edtl))
 	imm := min(uint32(dlen), edtl)
+	if imm < edtl && s.pendingBytes+int(edtl) > pendingWriteMax {
+		if err := s.discard(dlen); err != nil {
+			return err
+		}
+		hdr := *h
+		s.respond(&hdr, scsiResult{status: statusTaskSetFull}, -1, false)
+		return nil
+	}
+	buf, release := getBuffer(int(edtl))
 	if _, err := io.ReadFull(s.br, buf[:imm]); err != nil {
 		release()
 		return err
@@ -270,11 +306,7 @@ func (s *session) onCommand(h *[bhsLen]byte, dlen int) error {
 		return nil
 	}
 	t := &writeTask{hdr: *h, buf: buf, release: release, received: imm, ttt: reservedTag}
-	itt := binary.BigEndian.Uint32(h[16:])
-	if old, ok := s.pending[itt]; ok {
-		old.release()
-	}
-	s.pending[itt] = t
+	s.park(binary.BigEndian.Uint32(h[16:]), t)
 	if h[1]&flagFinal != 0 { // no unsolicited data follows
 		s.sendR2T(t)
 	}
@@ -301,8 +333,7 @@ func (s *session) onDataOut(h *[bhsLen]byte, dlen int) error {
 		if err := s.discard(dlen); err != nil {
 			return err
 		}
-		delete(s.pending, itt)
-		t.release()
+		s.unpark(itt).release()
 		s.dispatchError(&t.hdr, senseData(senseAbortedCommand, ascDataPhaseError))
 		return nil
 	}
@@ -315,7 +346,7 @@ func (s *session) onDataOut(h *[bhsLen]byte, dlen int) error {
 		return nil
 	}
 	if t.received >= uint32(len(t.buf)) {
-		delete(s.pending, itt)
+		s.unpark(itt)
 		s.dispatch(&t.hdr, t.buf, t.release)
 		return nil
 	}
@@ -692,9 +723,8 @@ func (s *session) onTMF(h *[bhsLen]byte) error {
 	switch fn {
 	case abortTask:
 		ref := binary.BigEndian.Uint32(h[20:])
-		if t, ok := s.pending[ref]; ok {
+		if t := s.unpark(ref); t != nil {
 			t.release()
-			delete(s.pending, ref)
 		} else {
 			resp = noTask
 		}
