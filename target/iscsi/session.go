@@ -51,7 +51,7 @@ type session struct {
 	// reader goroutine.
 	pending      map[uint32]*writeTask
 	pendingBytes int
-	nextTTT uint32
+	nextTTT      uint32
 
 	closeOnce sync.Once
 	closed    chan struct{}
