@@ -16,7 +16,7 @@ import (
 // fileStore is a volume's backing file. Our handlers call its methods
 // directly (pread into the response buffer, pwrite from the request buffer);
 // it also implements gotgt's api.BackingStore for the commands gotgt still
-// executes itself (VERIFY, WRITE AND VERIFY, COMPARE AND WRITE).
+// executes itself (VERIFY, PRE-FETCH).
 type fileStore struct {
 	path    string
 	f       *os.File

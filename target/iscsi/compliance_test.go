@@ -231,7 +231,10 @@ func parseRun(tests []string, out string) map[string]string {
 		if i+1 < len(marks) {
 			end = marks[i+1][0]
 		}
-		body := out[m[1]:end]
+		// The tests log "[FAILED] ..." lines of their own, also in tests
+		// that CUnit then counts as passed (and after its "passed"): only
+		// CUnit's own verdict counts.
+		body := strings.ReplaceAll(out[m[1]:end], "[FAILED]", "")
 		r := "no result"
 		switch {
 		case strings.Contains(body, "FAILED"):
@@ -283,4 +286,36 @@ func knownFailures(t *testing.T) map[string]string {
 		known[withoutFamily(name)] = strings.TrimSpace(reason)
 	}
 	return known
+}
+
+func TestParseRunTakesCUnitsVerdict(t *testing.T) {
+	t.Parallel()
+	tests := []string{"ALL.Read10.Simple", "ALL.Reserve6.LUNReset", "ALL.WriteSame10.UnmapVPD", "SCSI.Read10.Simple", "SCSI.Read10.BeyondEol", "SCSI.Read10.Async"}
+	out := `Suite: Read10
+  Test: Simple ...passed
+Suite: Reserve6
+  Test: LUNReset ...passed    [FAILED] PRIN command: failed with sense. SENSE KEY:UNIT_ATTENTION(6)
+
+Suite: WriteSame10
+  Test: UnmapVPD ...    [FAILED] WRITESAME10 command failed with status 2
+passed
+Suite: Read10
+  Test: Simple ...    [FAILED] READ10 command failed
+FAILED
+    1. test_read10_simple.c:50  - CU_ASSERT_EQUAL(ret,0)
+  Test: BeyondEol ...`
+	got := parseRun(tests, out)
+	want := map[string]string{
+		"ALL.Read10.Simple":        "passed",
+		"ALL.Reserve6.LUNReset":    "passed",
+		"ALL.WriteSame10.UnmapVPD": "passed",
+		"SCSI.Read10.Simple":       "FAILED",
+		"SCSI.Read10.BeyondEol":    "no result",
+		"SCSI.Read10.Async":        "not run",
+	}
+	for n, w := range want {
+		if got[n] != w {
+			t.Errorf("%s: got %q, want %q", n, got[n], w)
+		}
+	}
 }
