@@ -338,10 +338,17 @@ func (e *Engine) Close() error {
 	for s := range e.sessions {
 		sessions = append(sessions, s)
 	}
+	logins := make([]net.Conn, 0, len(e.pending))
+	for p := range e.pending {
+		logins = append(logins, p.nc)
+	}
 	e.mu.Unlock()
 	err := e.ln.Close()
 	for _, s := range sessions {
 		s.close()
+	}
+	for _, nc := range logins { // or Close would wait for their login deadline
+		nc.Close()
 	}
 	e.wg.Wait()
 	e.mu.Lock()

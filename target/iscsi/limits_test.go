@@ -303,3 +303,20 @@ func TestAPDULongerThanWeDeclaredIsRejectedAndEndsTheSession(t *testing.T) {
 	}
 	waitRefused(t, reg, refusedSegmentTooLong, 1)
 }
+
+func TestCloseDoesNotWaitForPendingLogins(t *testing.T) {
+	t.Parallel()
+	e, _ := startLimitedEngine(t, Config{LoginTimeout: time.Minute})
+	c := dialFrom(t, e, "127.0.0.67")
+	time.Sleep(50 * time.Millisecond) // accepted and pending
+	start := time.Now()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %s with a login pending, want it at once", d)
+	}
+	if !closedByTarget(c, 2*time.Second) {
+		t.Error("the pending connection stayed open after Close")
+	}
+}
