@@ -24,6 +24,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // Default timeouts of drover_backup; an export of large disks takes the
@@ -251,7 +252,7 @@ func (r *backupResource) Create(ctx context.Context, req resource.CreateRequest,
 // backupFromSet is the state of a backup from its snapshot set on the
 // target; what the set does not hold (quiesce, export_path, timeouts) comes
 // from prior.
-func backupFromSet(set storage.SnapshotSet, prior backupModel) backupModel {
+func backupFromSet(set wire.SnapshotSet, prior backupModel) backupModel {
 	out := prior
 	out.ID = types.StringValue(set.ID)
 	if out.VMID.IsNull() || out.VMID.IsUnknown() { // imported: vm_id as the set knows it
@@ -271,7 +272,7 @@ func backupFromSet(set storage.SnapshotSet, prior backupModel) backupModel {
 
 // backupDisks is the disks attribute of a backup: its snapshots, in the
 // VM's disk order.
-func backupDisks(set storage.SnapshotSet) types.List {
+func backupDisks(set wire.SnapshotSet) types.List {
 	disks := make([]attr.Value, len(set.Snapshots))
 	for i, s := range set.Snapshots {
 		disks[i] = types.ObjectValueMust(backupDiskAttrTypes, map[string]attr.Value{

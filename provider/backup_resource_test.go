@@ -22,7 +22,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
-	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 var diskRecordRe = regexp.MustCompile(`DROVER seq=(\d+) sum=([0-9a-f]{32})`)
@@ -365,7 +365,7 @@ resource "drover_backup" "broken" {
 		ProtoV6ProviderFactories: accProviders(t),
 		PreCheck: func() {
 			// A volume outside Terraform, deleted under the VM later.
-			if _, err := l.target.CreateVolume(ctx, storage.CreateVolumeRequest{Name: doomed, SizeMiB: 8}); err != nil {
+			if _, err := l.target.CreateVolume(ctx, wire.CreateVolumeRequest{Name: doomed, SizeMiB: 8}); err != nil {
 				t.Fatal(err)
 			}
 		},

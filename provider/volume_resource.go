@@ -26,6 +26,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // Default timeouts of drover_volume; an upload of a large image takes the
@@ -459,7 +460,7 @@ func (r *volumeResource) Update(ctx context.Context, req resource.UpdateRequest,
 	access := r.data.config.volumeAccess()
 	update := storage.UpdateVolumeRequest{
 		Initiators: &access.Initiators,
-		CHAP:       &storage.CHAP{User: access.CHAPUser, Secret: access.CHAPSecret},
+		CHAP:       &wire.CHAP{User: access.CHAPUser, Secret: access.CHAPSecret},
 	}
 	grow := spec.SizeMiB > state.SizeMiB.ValueInt64()
 	if grow {
@@ -485,7 +486,7 @@ func (r *volumeResource) Update(ctx context.Context, req resource.UpdateRequest,
 // resizeDisks tells the running VMs that use v, on every host, its new
 // size. The volume has grown whatever happens here, so a failure is a
 // warning that says how to finish by hand.
-func (r *volumeResource) resizeDisks(ctx context.Context, v storage.Volume, diags *diag.Diagnostics) {
+func (r *volumeResource) resizeDisks(ctx context.Context, v wire.Volume, diags *diag.Diagnostics) {
 	if r.data.resizer == nil {
 		diags.AddWarning("Running VMs not told of the new size",
 			fmt.Sprintf("Volume %q grew to %d MiB, but the provider cannot reach the hosts' hypervisor to "+
@@ -589,7 +590,7 @@ func sourceOf(ctx context.Context, o types.Object) (volumeSource, bool, diag.Dia
 }
 
 // setFrom sets the attributes the target knows from v.
-func (m *volumeModel) setFrom(v storage.Volume) {
+func (m *volumeModel) setFrom(v wire.Volume) {
 	m.ID = types.StringValue(v.Name)
 	m.Name = types.StringValue(v.Name)
 	m.SizeMiB = types.Int64Value(v.SizeMiB)
@@ -626,34 +627,34 @@ func optionalString(s string) types.String {
 // createVolume makes the volume of spec, with access, and returns it as
 // the target has it. An uploaded image reports its progress to progress;
 // a volume whose upload failed is deleted again.
-func createVolume(ctx context.Context, c *storage.Client, spec volumeSpec, access cluster.Access, progress func(sent, total int64)) (storage.Volume, error) {
-	req := storage.CreateVolumeRequest{
+func createVolume(ctx context.Context, c *storage.Client, spec volumeSpec, access cluster.Access, progress func(sent, total int64)) (wire.Volume, error) {
+	req := wire.CreateVolumeRequest{
 		Name:       spec.Name,
 		SizeMiB:    spec.SizeMiB,
 		Initiators: access.Initiators,
-		CHAP:       &storage.CHAP{User: access.CHAPUser, Secret: access.CHAPSecret},
+		CHAP:       &wire.CHAP{User: access.CHAPUser, Secret: access.CHAPSecret},
 	}
 	var image storage.ImageInfo
 	switch src := spec.Source; {
 	case src.Volume != "":
-		req.Source = &storage.Source{Volume: src.Volume}
+		req.Source = &wire.Source{Volume: src.Volume}
 	case src.Snapshot != "":
-		req.Source = &storage.Source{Snapshot: src.Snapshot}
+		req.Source = &wire.Source{Snapshot: src.Snapshot}
 	case src.File != "":
 		var err error
 		if image, err = storage.InspectImageFile(src.File); err != nil {
-			return storage.Volume{}, fmt.Errorf("create volume %q: source file: %w", spec.Name, err)
+			return wire.Volume{}, fmt.Errorf("create volume %q: source file: %w", spec.Name, err)
 		}
 		if req.SizeMiB == 0 {
 			req.SizeMiB = image.SizeMiB()
 		}
 		if req.SizeMiB < image.SizeMiB() {
-			return storage.Volume{}, fmt.Errorf("create volume %q: the image %s needs %d MiB, more than size_mib %d",
+			return wire.Volume{}, fmt.Errorf("create volume %q: the image %s needs %d MiB, more than size_mib %d",
 				spec.Name, src.File, image.SizeMiB(), req.SizeMiB)
 		}
 	}
 	if _, err := c.CreateVolume(ctx, req); err != nil {
-		return storage.Volume{}, fmt.Errorf("create volume %q: %w", spec.Name, err)
+		return wire.Volume{}, fmt.Errorf("create volume %q: %w", spec.Name, err)
 	}
 	if spec.Source.File != "" {
 		if err := uploadImage(ctx, c, spec.Name, spec.Source.File, image.Format, progress); err != nil {
@@ -664,12 +665,12 @@ func createVolume(ctx context.Context, c *storage.Client, spec volumeSpec, acces
 			if derr := c.DeleteVolume(cleanup, spec.Name, true); derr != nil && !errors.Is(derr, storage.ErrNotFound) {
 				err = errors.Join(err, fmt.Errorf("remove the volume again: %w", derr))
 			}
-			return storage.Volume{}, err
+			return wire.Volume{}, err
 		}
 	}
 	v, err := c.GetVolume(ctx, spec.Name)
 	if err != nil {
-		return storage.Volume{}, fmt.Errorf("read volume %q after creating it: %w", spec.Name, err)
+		return wire.Volume{}, fmt.Errorf("read volume %q after creating it: %w", spec.Name, err)
 	}
 	return v, nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/internal/lab"
 	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // volumeAcc is what an acceptance test of drover_volume needs: the lab and
@@ -167,7 +168,7 @@ func pattern(n int) []byte {
 func (a volumeAcc) sourceVolume(t *testing.T, name string, sizeMiB int64, content []byte) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := a.client.CreateVolume(ctx, storage.CreateVolumeRequest{Name: name, SizeMiB: sizeMiB}); err != nil {
+	if _, err := a.client.CreateVolume(ctx, wire.CreateVolumeRequest{Name: name, SizeMiB: sizeMiB}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -288,7 +289,7 @@ func TestAccVolumeIsRestoredFromASnapshot(t *testing.T) {
 	acc := newVolumeAcc(t)
 	src, restored := uniqueName(t, "src"), uniqueName(t, "restore")
 	content := pattern(2 * storage.MiB)
-	var snapshot storage.Snapshot
+	var snapshot wire.Snapshot
 	// The snapshot is taken in PreConfig; the configuration reads its id
 	// from this file when planning.
 	idFile := filepath.Join(t.TempDir(), "snapshot_id")

@@ -20,6 +20,7 @@ import (
 	"github.com/drover/terraform-provider-drover/internal/storage"
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 func TestVolumeNameProblem(t *testing.T) {
@@ -96,7 +97,7 @@ func newVolumeEnvWith(t *testing.T, hv Hypervisors, hosts []string, withStorage 
 }
 
 // stateOf is the state drover_volume keeps of v.
-func stateOf(v storage.Volume) obj {
+func stateOf(v wire.Volume) obj {
 	return obj{"id": v.Name, "name": v.Name, "size_mib": int(v.SizeMiB), "iqn": v.IQN, "lun": int(v.LUN)}
 }
 
@@ -175,7 +176,7 @@ func TestVolumePlan(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	env := newVolumeEnv(t, []string{"alpha"}, true)
-	existing, err := env.client.CreateVolume(ctx, storage.CreateVolumeRequest{Name: "existing", SizeMiB: 100})
+	existing, err := env.client.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "existing", SizeMiB: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +316,7 @@ func TestVolumeRefreshOnlyReadsAndAPlanGivesNewHostsAccess(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	env := newVolumeEnv(t, []string{"alpha", "beta"}, true)
-	old, err := env.client.CreateVolume(ctx, storage.CreateVolumeRequest{
+	old, err := env.client.CreateVolume(ctx, wire.CreateVolumeRequest{
 		Name: "old", SizeMiB: 1, Initiators: []string{hypervisor.HostInitiator("alpha")},
 	})
 	if err != nil {
@@ -380,7 +381,7 @@ func TestVolumeDeleteInUseNamesTheHost(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	env := newVolumeEnv(t, []string{"alpha"}, true)
-	v, err := env.client.CreateVolume(ctx, storage.CreateVolumeRequest{Name: "busy", SizeMiB: 1})
+	v, err := env.client.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "busy", SizeMiB: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -440,7 +441,7 @@ func TestVolumeGrowTellsRunningVMs(t *testing.T) {
 			ctx := context.Background()
 			resizer := &fakeResizer{resized: []hypervisor.Resized{{Host: "alpha", VM: "db", Target: "vdb"}}, err: tt.err}
 			env := newVolumeEnvWith(t, resizer, []string{"alpha", "beta"}, true)
-			v, err := env.client.CreateVolume(ctx, storage.CreateVolumeRequest{Name: "grows", SizeMiB: 8})
+			v, err := env.client.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "grows", SizeMiB: 8})
 			if err != nil {
 				t.Fatal(err)
 			}

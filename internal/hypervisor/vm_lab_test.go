@@ -20,6 +20,7 @@ import (
 	"github.com/drover/terraform-provider-drover/internal/cloudinit"
 	"github.com/drover/terraform-provider-drover/internal/lab"
 	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 )
@@ -61,14 +62,14 @@ func newLabEnv(t *testing.T, ctx context.Context) *labEnv {
 
 // volume creates a volume that both hosts may open with CHAP, and deletes
 // it (forced) when the test ends.
-func (e *labEnv) volume(t *testing.T, ctx context.Context, name string, sizeMiB int64) storage.Volume {
+func (e *labEnv) volume(t *testing.T, ctx context.Context, name string, sizeMiB int64) wire.Volume {
 	t.Helper()
 	_ = e.store.DeleteVolume(ctx, name, true) // a leftover of an interrupted run
-	v, err := e.store.CreateVolume(ctx, storage.CreateVolumeRequest{
+	v, err := e.store.CreateVolume(ctx, wire.CreateVolumeRequest{
 		Name:       name,
 		SizeMiB:    sizeMiB,
 		Initiators: []string{HostInitiator("alpha"), HostInitiator("beta")},
-		CHAP:       &storage.CHAP{User: CHAPUser, Secret: labCHAPSecret},
+		CHAP:       &wire.CHAP{User: CHAPUser, Secret: labCHAPSecret},
 	})
 	if err != nil {
 		t.Fatalf("create volume %s: %v", name, err)
@@ -86,7 +87,7 @@ func (e *labEnv) volume(t *testing.T, ctx context.Context, name string, sizeMiB 
 // guest returns the lab guest as a VM on alpha, with a console log of its
 // own, and removes it from both hosts when the test ends (before the
 // volumes go, since cleanups run last-in first-out).
-func (e *labEnv) guest(t *testing.T, ctx context.Context, name string, disks ...storage.Volume) VM {
+func (e *labEnv) guest(t *testing.T, ctx context.Context, name string, disks ...wire.Volume) VM {
 	t.Helper()
 	remove := func(ctx context.Context) {
 		for host, uri := range e.hosts {
@@ -276,7 +277,7 @@ func TestAccGuestDiskIsADroverTargetVolumeThatTwoInitiatorsOpen(t *testing.T) {
 // readVolume copies a volume through QEMU's own iSCSI initiator (qemu-img,
 // the same libiscsi code as the guests' QEMU), logging in as initiator with
 // CHAP, and returns its content.
-func readVolume(t *testing.T, ctx context.Context, env *labEnv, vol storage.Volume, initiator string) ([]byte, error) {
+func readVolume(t *testing.T, ctx context.Context, env *labEnv, vol wire.Volume, initiator string) ([]byte, error) {
 	t.Helper()
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "chap")
@@ -296,7 +297,7 @@ func readVolume(t *testing.T, ctx context.Context, env *labEnv, vol storage.Volu
 	return os.ReadFile(out)
 }
 
-func hasSession(sessions []storage.Session, volume, initiator string) bool {
+func hasSession(sessions []wire.Session, volume, initiator string) bool {
 	for _, s := range sessions {
 		if s.Volume == volume && s.Initiator == initiator {
 			return true

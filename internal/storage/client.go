@@ -14,28 +14,12 @@ import (
 	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
-// The API's JSON shapes are declared once, in package wire, for the daemon
-// and the client; these names keep storage.Volume and the rest working.
-type (
-	Volume                   = wire.Volume
-	PublicCHAP               = wire.PublicCHAP
-	CHAP                     = wire.CHAP
-	Source                   = wire.Source
-	Snapshot                 = wire.Snapshot
-	SnapshotSet              = wire.SnapshotSet
-	Extent                   = wire.Extent
-	Extents                  = wire.Extents
-	Session                  = wire.Session
-	CreateVolumeRequest      = wire.CreateVolumeRequest
-	CreateSnapshotSetRequest = wire.CreateSnapshotSetRequest
-)
-
 // UpdateVolumeRequest changes a volume; nil fields stay as they are.
 // Set RemoveCHAP to stop requiring CHAP.
 type UpdateVolumeRequest struct {
 	SizeMiB    *int64
 	Initiators *[]string
-	CHAP       *CHAP
+	CHAP       *wire.CHAP
 	RemoveCHAP bool
 }
 
@@ -123,36 +107,36 @@ func (c *Client) Health(ctx context.Context) error {
 }
 
 // CreateVolume creates (or clones) a volume and exports it.
-func (c *Client) CreateVolume(ctx context.Context, req CreateVolumeRequest) (Volume, error) {
-	var v Volume
+func (c *Client) CreateVolume(ctx context.Context, req wire.CreateVolumeRequest) (wire.Volume, error) {
+	var v wire.Volume
 	err := c.do(ctx, http.MethodPost, "/v1/volumes", req, &v)
 	return v, err
 }
 
 // GetVolume returns a volume; a missing one gives an error that
 // errors.Is(err, ErrNotFound).
-func (c *Client) GetVolume(ctx context.Context, name string) (Volume, error) {
-	var v Volume
+func (c *Client) GetVolume(ctx context.Context, name string) (wire.Volume, error) {
+	var v wire.Volume
 	err := c.do(ctx, http.MethodGet, "/v1/volumes/"+url.PathEscape(name), nil, &v)
 	return v, err
 }
 
 // ListVolumes returns every volume, ordered by name.
-func (c *Client) ListVolumes(ctx context.Context) ([]Volume, error) {
+func (c *Client) ListVolumes(ctx context.Context) ([]wire.Volume, error) {
 	var out wire.VolumeList
 	err := c.do(ctx, http.MethodGet, "/v1/volumes", nil, &out)
 	return out.Volumes, err
 }
 
 // UpdateVolume grows a volume and/or changes its access settings.
-func (c *Client) UpdateVolume(ctx context.Context, name string, req UpdateVolumeRequest) (Volume, error) {
-	var v Volume
+func (c *Client) UpdateVolume(ctx context.Context, name string, req UpdateVolumeRequest) (wire.Volume, error) {
+	var v wire.Volume
 	err := c.do(ctx, http.MethodPatch, "/v1/volumes/"+url.PathEscape(name), req, &v)
 	return v, err
 }
 
 // GrowVolume sets a volume's size; the target refuses to shrink.
-func (c *Client) GrowVolume(ctx context.Context, name string, sizeMiB int64) (Volume, error) {
+func (c *Client) GrowVolume(ctx context.Context, name string, sizeMiB int64) (wire.Volume, error) {
 	return c.UpdateVolume(ctx, name, UpdateVolumeRequest{SizeMiB: &sizeMiB})
 }
 
@@ -182,22 +166,22 @@ func (c *Client) UploadVolume(ctx context.Context, name string, image io.Reader,
 }
 
 // CreateSnapshot takes a snapshot of a volume.
-func (c *Client) CreateSnapshot(ctx context.Context, volume string) (Snapshot, error) {
-	var s Snapshot
+func (c *Client) CreateSnapshot(ctx context.Context, volume string) (wire.Snapshot, error) {
+	var s wire.Snapshot
 	err := c.do(ctx, http.MethodPost, "/v1/volumes/"+url.PathEscape(volume)+"/snapshots", nil, &s)
 	return s, err
 }
 
 // ListSnapshots returns a volume's snapshots, oldest first.
-func (c *Client) ListSnapshots(ctx context.Context, volume string) ([]Snapshot, error) {
+func (c *Client) ListSnapshots(ctx context.Context, volume string) ([]wire.Snapshot, error) {
 	var out wire.SnapshotList
 	err := c.do(ctx, http.MethodGet, "/v1/volumes/"+url.PathEscape(volume)+"/snapshots", nil, &out)
 	return out.Snapshots, err
 }
 
 // GetSnapshot returns a snapshot (ErrNotFound if it is gone).
-func (c *Client) GetSnapshot(ctx context.Context, id string) (Snapshot, error) {
-	var s Snapshot
+func (c *Client) GetSnapshot(ctx context.Context, id string) (wire.Snapshot, error) {
+	var s wire.Snapshot
 	err := c.do(ctx, http.MethodGet, "/v1/snapshots/"+url.PathEscape(id), nil, &s)
 	return s, err
 }
@@ -225,7 +209,7 @@ func (c *Client) DownloadSnapshot(ctx context.Context, id string) (io.ReadCloser
 }
 
 // Sessions lists the initiators logged in, on all volumes.
-func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
+func (c *Client) Sessions(ctx context.Context) ([]wire.Session, error) {
 	var out wire.SessionList
 	err := c.do(ctx, http.MethodGet, "/v1/sessions", nil, &out)
 	return out.Sessions, err

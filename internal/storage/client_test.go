@@ -11,6 +11,7 @@ import (
 	"github.com/drover/terraform-provider-drover/internal/storage"
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 func newClient(t *testing.T) (*storage.Client, *apitest.Server) {
@@ -31,10 +32,10 @@ func TestTheClientDrivesARealTargetThroughEveryCall(t *testing.T) {
 	if err := c.Health(ctx); err != nil {
 		t.Fatalf("Health: %v", err)
 	}
-	v, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{
+	v, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{
 		Name: "vm-disk", SizeMiB: 4,
 		Initiators: []string{"iqn.2008-11.org.linux-kvm:vm"},
-		CHAP:       &storage.CHAP{User: "vm", Secret: "0123456789ab"},
+		CHAP:       &wire.CHAP{User: "vm", Secret: "0123456789ab"},
 	})
 	if err != nil {
 		t.Fatalf("CreateVolume: %v", err)
@@ -79,7 +80,7 @@ func TestTheClientDrivesARealTargetThroughEveryCall(t *testing.T) {
 	if err != nil || len(data) != 8<<20 || !bytes.Equal(data[:len(img)], img) {
 		t.Errorf("downloaded %d bytes (err %v), want 8 MiB starting with the uploaded image", len(data), err)
 	}
-	restored, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: "restored", Source: &storage.Source{Snapshot: snap.ID}})
+	restored, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "restored", Source: &wire.Source{Snapshot: snap.ID}})
 	if err != nil || restored.SizeMiB != 8 {
 		t.Errorf("restore from snapshot = %+v, %v; want 8 MiB", restored, err)
 	}
@@ -130,7 +131,7 @@ func TestAWrongTokenIsReportedAsUnauthorized(t *testing.T) {
 func TestNamesWithSlashesCannotEscapeTheirPath(t *testing.T) {
 	t.Parallel()
 	c, srv := newClient(t)
-	if _, err := c.CreateVolume(context.Background(), storage.CreateVolumeRequest{Name: "keep", SizeMiB: 1}); err != nil {
+	if _, err := c.CreateVolume(context.Background(), wire.CreateVolumeRequest{Name: "keep", SizeMiB: 1}); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"../volumes", "keep/../keep", "..", "%2e%2e"} {

@@ -25,15 +25,15 @@ const maxAttachment = 1 << 20
 // holds their writes while it cuts them (at most 10 s by default; it
 // answers 503 if it could not hold them long enough, and nothing is made).
 // A missing volume gives an error that errors.Is(err, ErrNotFound).
-func (c *Client) CreateSnapshotSet(ctx context.Context, req CreateSnapshotSetRequest) (SnapshotSet, error) {
-	var s SnapshotSet
+func (c *Client) CreateSnapshotSet(ctx context.Context, req wire.CreateSnapshotSetRequest) (wire.SnapshotSet, error) {
+	var s wire.SnapshotSet
 	err := c.do(ctx, http.MethodPost, "/v1/snapshot-sets", req, &s)
 	return s, err
 }
 
 // ListSnapshotSets returns the snapshot sets that carry every one of labels
 // (all sets when labels is empty), newest first.
-func (c *Client) ListSnapshotSets(ctx context.Context, labels map[string]string) ([]SnapshotSet, error) {
+func (c *Client) ListSnapshotSets(ctx context.Context, labels map[string]string) ([]wire.SnapshotSet, error) {
 	p := "/v1/snapshot-sets"
 	if len(labels) > 0 {
 		keys := make([]string, 0, len(labels))
@@ -53,8 +53,8 @@ func (c *Client) ListSnapshotSets(ctx context.Context, labels map[string]string)
 }
 
 // GetSnapshotSet returns a snapshot set (ErrNotFound if it is gone).
-func (c *Client) GetSnapshotSet(ctx context.Context, id string) (SnapshotSet, error) {
-	var s SnapshotSet
+func (c *Client) GetSnapshotSet(ctx context.Context, id string) (wire.SnapshotSet, error) {
+	var s wire.SnapshotSet
 	err := c.do(ctx, http.MethodGet, "/v1/snapshot-sets/"+url.PathEscape(id), nil, &s)
 	return s, err
 }
@@ -63,12 +63,12 @@ func (c *Client) GetSnapshotSet(ctx context.Context, id string) (SnapshotSet, er
 // (nil or empty removes them) and returns the set. Labels follow the rules
 // of CreateSnapshotSetRequest; a set that is gone gives an error that
 // errors.Is(err, ErrNotFound).
-func (c *Client) SetSnapshotSetLabels(ctx context.Context, id string, labels map[string]string) (SnapshotSet, error) {
+func (c *Client) SetSnapshotSetLabels(ctx context.Context, id string, labels map[string]string) (wire.SnapshotSet, error) {
 	if labels == nil {
 		labels = map[string]string{} // the target takes a missing or null "labels" for a mistake
 	}
 	body := wire.UpdateSnapshotSetRequest{Labels: labels}
-	var s SnapshotSet
+	var s wire.SnapshotSet
 	err := c.do(ctx, http.MethodPatch, "/v1/snapshot-sets/"+url.PathEscape(id), body, &s)
 	return s, err
 }
@@ -103,8 +103,8 @@ func (c *Client) DeleteSnapshotSet(ctx context.Context, id string) error {
 }
 
 // SnapshotExtents returns a snapshot's size and where its data is.
-func (c *Client) SnapshotExtents(ctx context.Context, id string) (Extents, error) {
-	var e Extents
+func (c *Client) SnapshotExtents(ctx context.Context, id string) (wire.Extents, error) {
+	var e wire.Extents
 	err := c.do(ctx, http.MethodGet, "/v1/snapshots/"+url.PathEscape(id)+"/extents", nil, &e)
 	return e, err
 }
@@ -164,7 +164,7 @@ func (c *Client) DownloadSnapshotSparse(ctx context.Context, id string, f *os.Fi
 
 // checkExtents makes sure the extents are sorted, apart and within size,
 // as the rest of the download assumes.
-func checkExtents(ext Extents) error {
+func checkExtents(ext wire.Extents) error {
 	if ext.SizeBytes < 0 {
 		return fmt.Errorf("the target reports a size of %d bytes", ext.SizeBytes)
 	}
@@ -180,8 +180,8 @@ func checkExtents(ext Extents) error {
 
 // groupExtents puts extents with holes of at most mergeGap between them
 // into one group, fetched with one request.
-func groupExtents(ext []Extent) [][]Extent {
-	var out [][]Extent
+func groupExtents(ext []wire.Extent) [][]wire.Extent {
+	var out [][]wire.Extent
 	for i, e := range ext {
 		if i > 0 {
 			g := out[len(out)-1]
@@ -191,7 +191,7 @@ func groupExtents(ext []Extent) [][]Extent {
 				continue
 			}
 		}
-		out = append(out, []Extent{e})
+		out = append(out, []wire.Extent{e})
 	}
 	return out
 }
@@ -207,7 +207,7 @@ type sparseDownload struct {
 // fetch gets the range from the first extent of g to the end of its last
 // with one request, writes the extents' bytes at their offsets and hashes
 // everything, the holes between them included.
-func (d *sparseDownload) fetch(ctx context.Context, g []Extent) error {
+func (d *sparseDownload) fetch(ctx context.Context, g []wire.Extent) error {
 	from, to := g[0].Offset, g[len(g)-1].Offset+g[len(g)-1].Length
 	req, err := d.c.request(ctx, http.MethodGet, "/v1/snapshots/"+url.PathEscape(d.id)+"/data", nil)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/internal/storage"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // writeVolume writes p into a volume's backing file, as an initiator would.
@@ -41,12 +42,12 @@ func TestTheClientDrivesSnapshotSets(t *testing.T) {
 	c, srv := newClient(t)
 	ctx := context.Background()
 	for _, name := range []string{"web-boot", "web-data", "db"} {
-		if _, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: name, SizeMiB: 2}); err != nil {
+		if _, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: name, SizeMiB: 2}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	domain := "<domain type='kvm'><name>web</name>" + strings.Repeat("<disk/>", 20000) + "</domain>" // 140 KiB of '<'
-	set, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{
+	set, err := c.CreateSnapshotSet(ctx, wire.CreateSnapshotSetRequest{
 		Volumes:     []string{"web-boot", "web-data"},
 		Labels:      map[string]string{"drover.io/vm": "web", "drover.io/kind": "backup"},
 		Attachments: map[string]string{"domain.xml": domain},
@@ -60,7 +61,7 @@ func TestTheClientDrivesSnapshotSets(t *testing.T) {
 	if !reflect.DeepEqual(set.Attachments, []string{"domain.xml"}) {
 		t.Errorf("attachments = %v, want [domain.xml]", set.Attachments)
 	}
-	other, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"db"}, Labels: map[string]string{"drover.io/vm": "db"}})
+	other, err := c.CreateSnapshotSet(ctx, wire.CreateSnapshotSetRequest{Volumes: []string{"db"}, Labels: map[string]string{"drover.io/vm": "db"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestTheClientDrivesSnapshotSets(t *testing.T) {
 	if err := c.DeleteSnapshot(ctx, set.Snapshots[0].ID); !errors.Is(err, storage.ErrConflict) {
 		t.Errorf("DeleteSnapshot of a set's snapshot = %v, want ErrConflict", err)
 	}
-	if _, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"db", "ghost"}}); !errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), "ghost") {
+	if _, err := c.CreateSnapshotSet(ctx, wire.CreateSnapshotSetRequest{Volumes: []string{"db", "ghost"}}); !errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), "ghost") {
 		t.Errorf("CreateSnapshotSet with a missing volume = %v, want ErrNotFound naming it", err)
 	}
 	if err := c.DeleteSnapshotSet(ctx, set.ID); err != nil {
@@ -115,14 +116,14 @@ func TestTheClientReplacesASetsLabels(t *testing.T) {
 	t.Parallel()
 	c, _ := newClient(t)
 	ctx := context.Background()
-	if _, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: "web", SizeMiB: 1}); err != nil {
+	if _, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "web", SizeMiB: 1}); err != nil {
 		t.Fatal(err)
 	}
-	set, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"web"}, Labels: map[string]string{"drover.io/vm": "web", "drover.io/kind": "nightly"}})
+	set, err := c.CreateSnapshotSet(ctx, wire.CreateSnapshotSetRequest{Volumes: []string{"web"}, Labels: map[string]string{"drover.io/vm": "web", "drover.io/kind": "nightly"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"web"}, Labels: map[string]string{"drover.io/vm": "web"}})
+	other, err := c.CreateSnapshotSet(ctx, wire.CreateSnapshotSetRequest{Volumes: []string{"web"}, Labels: map[string]string{"drover.io/vm": "web"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestASparseDownloadIsTheSnapshotWithItsHoles(t *testing.T) {
 	}
 	ctx := context.Background()
 	const size = 64 << 20
-	if _, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: "vm", SizeMiB: size >> 20}); err != nil {
+	if _, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "vm", SizeMiB: size >> 20}); err != nil {
 		t.Fatal(err)
 	}
 	data := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
@@ -215,7 +216,7 @@ func TestASparseDownloadIsTheSnapshotWithItsHoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ext.SizeBytes != size || len(ext.Extents) != 19 || ext.Extents[0] != (storage.Extent{Offset: 0, Length: 1 << 20}) {
+	if ext.SizeBytes != size || len(ext.Extents) != 19 || ext.Extents[0] != (wire.Extent{Offset: 0, Length: 1 << 20}) {
 		t.Errorf("extents = %d bytes, %d extents starting %+v; want %d, 19 starting with 1 MiB at 0", ext.SizeBytes, len(ext.Extents), ext.Extents[:1], size)
 	}
 
@@ -271,7 +272,7 @@ func TestASparseDownloadOfAnEmptyOrMissingSnapshot(t *testing.T) {
 	t.Parallel()
 	c, _ := newClient(t)
 	ctx := context.Background()
-	if _, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: "empty", SizeMiB: 8}); err != nil {
+	if _, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "empty", SizeMiB: 8}); err != nil {
 		t.Fatal(err)
 	}
 	snap, err := c.CreateSnapshot(ctx, "empty")

@@ -341,8 +341,8 @@ func (a *API) ExportAll() error {
 	return errors.Join(errs...)
 }
 
-func (a *API) volumeJSON(v store.Volume) Volume {
-	out := Volume{
+func (a *API) volumeJSON(v store.Volume) wire.Volume {
+	out := wire.Volume{
 		Name:       v.Name,
 		SizeMiB:    v.SizeMiB,
 		IQN:        a.iqnPrefix + v.Name,
@@ -354,25 +354,25 @@ func (a *API) volumeJSON(v store.Volume) Volume {
 		out.Initiators = []string{}
 	}
 	if c := v.Access.CHAP; c != nil {
-		out.CHAP = &PublicCHAP{User: c.User, MutualUser: c.MutualUser}
+		out.CHAP = &wire.PublicCHAP{User: c.User, MutualUser: c.MutualUser}
 	}
 	if v.Source != nil {
-		out.Source = &Source{Volume: v.Source.Volume, Snapshot: v.Source.Snapshot}
+		out.Source = &wire.Source{Volume: v.Source.Volume, Snapshot: v.Source.Snapshot}
 	}
 	return out
 }
 
-func snapshotJSON(s store.Snapshot) Snapshot {
-	return Snapshot{ID: s.ID, Volume: s.Volume, SizeMiB: s.SizeMiB, Method: s.Method, CreatedAt: s.CreatedAt, Set: s.Set}
+func snapshotJSON(s store.Snapshot) wire.Snapshot {
+	return wire.Snapshot{ID: s.ID, Volume: s.Volume, SizeMiB: s.SizeMiB, Method: s.Method, CreatedAt: s.CreatedAt, Set: s.Set}
 }
 
-func snapshotSetJSON(s store.SnapshotSet) SnapshotSet {
-	out := SnapshotSet{
+func snapshotSetJSON(s store.SnapshotSet) wire.SnapshotSet {
+	out := wire.SnapshotSet{
 		ID:          s.ID,
 		CreatedAt:   s.CreatedAt,
 		Labels:      s.Labels,
 		Attachments: s.Attachments,
-		Snapshots:   make([]Snapshot, 0, len(s.Snapshots)),
+		Snapshots:   make([]wire.Snapshot, 0, len(s.Snapshots)),
 		Method:      s.Method,
 		HoldMS:      (s.Hold + time.Millisecond - 1).Milliseconds(), // a hold shows as at least 1
 	}

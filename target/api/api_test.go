@@ -10,6 +10,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -17,7 +18,7 @@ func TestAVolumeGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)
 
-	var v api.Volume
+	var v wire.Volume
 	rec := doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web-1","size_mib":8,"initiators":["iqn.2008-11.org.linux-kvm:vm1"],"chap":{"user":"vm","secret":"super-secret-1","mutual_user":"tgt","mutual_secret":"super-secret-2"}}`, http.StatusCreated, &v)
 	if strings.Contains(rec.Body.String(), "super-secret") {
 		t.Errorf("create response reveals a CHAP secret: %s", rec.Body)
@@ -25,8 +26,8 @@ func TestAVolumeGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 	if got, want := rec.Header().Get("Location"), "/v1/volumes/web-1"; got != want {
 		t.Errorf("Location = %q, want %q", got, want)
 	}
-	want := api.Volume{Name: "web-1", SizeMiB: 8, IQN: "iqn.2026-11.io.drover:web-1", LUN: 0,
-		Initiators: []string{"iqn.2008-11.org.linux-kvm:vm1"}, CHAP: &api.PublicCHAP{User: "vm", MutualUser: "tgt"}}
+	want := wire.Volume{Name: "web-1", SizeMiB: 8, IQN: "iqn.2026-11.io.drover:web-1", LUN: 0,
+		Initiators: []string{"iqn.2008-11.org.linux-kvm:vm1"}, CHAP: &wire.PublicCHAP{User: "vm", MutualUser: "tgt"}}
 	if v.Name != want.Name || v.SizeMiB != want.SizeMiB || v.IQN != want.IQN || v.LUN != want.LUN ||
 		strings.Join(v.Initiators, ",") != strings.Join(want.Initiators, ",") || v.CHAP == nil || *v.CHAP != *want.CHAP {
 		t.Errorf("created volume = %+v, want %+v", v, want)
@@ -39,13 +40,13 @@ func TestAVolumeGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 		t.Fatalf("export = %+v (exported %v), want IQN %s with the CHAP secret", ex, ok, want.IQN)
 	}
 
-	var list struct{ Volumes []api.Volume }
+	var list struct{ Volumes []wire.Volume }
 	doJSON(t, srv, "GET", "/v1/volumes", "", http.StatusOK, &list)
 	if len(list.Volumes) != 1 || list.Volumes[0].Name != "web-1" {
 		t.Errorf("list = %+v, want [web-1]", list.Volumes)
 	}
 
-	var patched api.Volume
+	var patched wire.Volume
 	doJSON(t, srv, "PATCH", "/v1/volumes/web-1", `{"size_mib":16,"chap":null}`, http.StatusOK, &patched)
 	if patched.SizeMiB != 16 || patched.CHAP != nil {
 		t.Errorf("after PATCH: size %d chap %+v, want 16 and no CHAP", patched.SizeMiB, patched.CHAP)
@@ -63,12 +64,12 @@ func TestAVolumeGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 		t.Errorf("volume is not exported after the upload")
 	}
 
-	var snap api.Snapshot
+	var snap wire.Snapshot
 	doJSON(t, srv, "POST", "/v1/volumes/web-1/snapshots", "", http.StatusCreated, &snap)
 	if snap.Volume != "web-1" || snap.SizeMiB != 16 || snap.Method == "" {
 		t.Errorf("snapshot = %+v, want one of web-1, 16 MiB, with a method", snap)
 	}
-	var snaps struct{ Snapshots []api.Snapshot }
+	var snaps struct{ Snapshots []wire.Snapshot }
 	doJSON(t, srv, "GET", "/v1/volumes/web-1/snapshots", "", http.StatusOK, &snaps)
 	if len(snaps.Snapshots) != 1 || snaps.Snapshots[0].ID != snap.ID {
 		t.Errorf("snapshots = %+v, want [%s]", snaps.Snapshots, snap.ID)
@@ -81,7 +82,7 @@ func TestAVolumeGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 		t.Errorf("snapshot data: status %d, %d bytes; want 200 and the uploaded image in %d bytes", rec.Code, len(data), 16*store.MiB)
 	}
 
-	var clone api.Volume
+	var clone wire.Volume
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web-2","source":{"snapshot":"`+snap.ID+`"}}`, http.StatusCreated, &clone)
 	if clone.SizeMiB != 16 || clone.Source == nil || clone.Source.Snapshot != snap.ID {
 		t.Errorf("clone = %+v, want 16 MiB from %s", clone, snap.ID)
@@ -116,9 +117,9 @@ func TestSessionsAreListed(t *testing.T) {
 	srv := apitest.New(t)
 	since := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	srv.Exporter.AddSession(api.Session{Volume: "a", TargetIQN: "iqn.x:a", Initiator: "iqn.y:h", RemoteAddr: "127.0.0.1:1", Since: since})
-	var got struct{ Sessions []api.SessionInfo }
+	var got struct{ Sessions []wire.Session }
 	doJSON(t, srv, "GET", "/v1/sessions", "", http.StatusOK, &got)
-	want := api.SessionInfo{Volume: "a", TargetIQN: "iqn.x:a", Initiator: "iqn.y:h", RemoteAddr: "127.0.0.1:1", Since: since}
+	want := wire.Session{Volume: "a", TargetIQN: "iqn.x:a", Initiator: "iqn.y:h", RemoteAddr: "127.0.0.1:1", Since: since}
 	if len(got.Sessions) != 1 || got.Sessions[0] != want {
 		t.Errorf("sessions = %+v, want [%+v]", got.Sessions, want)
 	}
@@ -128,9 +129,9 @@ func TestHealthNeedsNoTokenButEverythingElseDoes(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"keep","size_mib":1}`, http.StatusCreated, nil)
-	var snap api.Snapshot
+	var snap wire.Snapshot
 	doJSON(t, srv, "POST", "/v1/volumes/keep/snapshots", "", http.StatusCreated, &snap)
-	var set api.SnapshotSet
+	var set wire.SnapshotSet
 	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["keep"],"labels":{"vm":"keep"},"attachments":{"domain.xml":"<domain/>"}}`, http.StatusCreated, &set)
 	before := snapshotState(t, srv)
 

@@ -21,22 +21,9 @@ const maxJSONBody = 64 << 10
 // can grow six-fold.
 const maxSetBody = 8 << 20
 
-// The API's JSON shapes are declared once, in package wire, for the daemon
-// and the client; these names keep api.Volume and the rest working.
-type (
-	Volume                   = wire.Volume
-	PublicCHAP               = wire.PublicCHAP
-	CHAP                     = wire.CHAP
-	Source                   = wire.Source
-	Snapshot                 = wire.Snapshot
-	SnapshotSet              = wire.SnapshotSet
-	Extent                   = wire.Extent
-	Extents                  = wire.Extents
-	SessionInfo              = wire.Session
-	CreateVolumeRequest      = wire.CreateVolumeRequest
-	CreateSnapshotSetRequest = wire.CreateSnapshotSetRequest
-	UpdateSnapshotSetRequest = wire.UpdateSnapshotSetRequest
-)
+// Snapshot keeps target/iscsi's tests compiling until they name
+// wire.Snapshot; the API's JSON shapes are package wire's.
+type Snapshot = wire.Snapshot
 
 // UpdateVolumeRequest is wire.UpdateVolumeRequest as the daemon decodes
 // it: in one pass, with absent and null "chap" told apart and a bad "chap"
@@ -51,7 +38,7 @@ type UpdateVolumeRequest struct {
 // optionalCHAP tells an absent "chap" from "chap": null.
 type optionalCHAP struct {
 	Set   bool
-	Value *CHAP
+	Value *wire.CHAP
 }
 
 func (o *optionalCHAP) UnmarshalJSON(b []byte) error {
@@ -60,7 +47,7 @@ func (o *optionalCHAP) UnmarshalJSON(b []byte) error {
 		o.Value = nil
 		return nil
 	}
-	var c CHAP
+	var c wire.CHAP
 	// The outer decoder's DisallowUnknownFields does not reach here.
 	if err := decodeStrict(bytes.NewReader(b), &c, "chap: "); err != nil {
 		return err
@@ -70,7 +57,7 @@ func (o *optionalCHAP) UnmarshalJSON(b []byte) error {
 }
 
 // storeCHAP is c as the store keeps it.
-func storeCHAP(c *CHAP) *store.CHAP {
+func storeCHAP(c *wire.CHAP) *store.CHAP {
 	if c == nil {
 		return nil
 	}
@@ -147,8 +134,8 @@ func jsonKind(goType string) string {
 
 // DecodeCreateVolume reads and checks a POST /v1/volumes body without
 // touching any state: syntax, fields, name, size and access settings.
-func DecodeCreateVolume(r io.Reader) (CreateVolumeRequest, error) {
-	var req CreateVolumeRequest
+func DecodeCreateVolume(r io.Reader) (wire.CreateVolumeRequest, error) {
+	var req wire.CreateVolumeRequest
 	if err := decodeStrict(r, &req, ""); err != nil {
 		return req, err
 	}
@@ -182,7 +169,7 @@ func DecodeCreateVolume(r io.Reader) (CreateVolumeRequest, error) {
 }
 
 // accessOf is who may log in to the volume req creates.
-func accessOf(req CreateVolumeRequest) store.Access {
+func accessOf(req wire.CreateVolumeRequest) store.Access {
 	return store.Access{Initiators: req.Initiators, CHAP: storeCHAP(req.CHAP)}
 }
 
@@ -215,8 +202,8 @@ func decodeStrictBytes(b []byte, v any) error { return decodeStrict(bytes.NewRea
 // DecodeCreateSnapshotSet reads and checks a POST /v1/snapshot-sets body
 // without touching any state: syntax, fields, volume names, labels and
 // attachments. Whether the volumes exist is the store's to say.
-func DecodeCreateSnapshotSet(r io.Reader) (CreateSnapshotSetRequest, error) {
-	var req CreateSnapshotSetRequest
+func DecodeCreateSnapshotSet(r io.Reader) (wire.CreateSnapshotSetRequest, error) {
+	var req wire.CreateSnapshotSetRequest
 	if err := decodeStrict(r, &req, ""); err != nil {
 		return req, err
 	}
@@ -235,8 +222,8 @@ func DecodeCreateSnapshotSet(r io.Reader) (CreateSnapshotSetRequest, error) {
 // DecodeUpdateSnapshotSet reads and checks a PATCH /v1/snapshot-sets/{id}
 // body without touching any state. "labels" must be there and not null: a
 // PATCH that forgot it must not wipe the labels.
-func DecodeUpdateSnapshotSet(r io.Reader) (UpdateSnapshotSetRequest, error) {
-	var req UpdateSnapshotSetRequest
+func DecodeUpdateSnapshotSet(r io.Reader) (wire.UpdateSnapshotSetRequest, error) {
+	var req wire.UpdateSnapshotSetRequest
 	if err := decodeStrict(r, &req, ""); err != nil {
 		return req, err
 	}
@@ -250,7 +237,7 @@ func DecodeUpdateSnapshotSet(r io.Reader) (UpdateSnapshotSetRequest, error) {
 }
 
 // attachmentsOf is the attachments of req as the store takes them.
-func attachmentsOf(req CreateSnapshotSetRequest) map[string][]byte {
+func attachmentsOf(req wire.CreateSnapshotSetRequest) map[string][]byte {
 	if req.Attachments == nil {
 		return nil
 	}

@@ -17,7 +17,7 @@ func TestEveryVolumePatchTheWireTypeSaysIsDecodedIntact(t *testing.T) {
 	t.Parallel()
 	size := int64(8)
 	inits := []string{"iqn.2000-01.lab:alpha", "iqn.2000-01.lab:beta"}
-	chap := &api.CHAP{User: "vm", Secret: "0123456789ab", MutualUser: "tgt", MutualSecret: "abcdefabcdef"}
+	chap := &wire.CHAP{User: "vm", Secret: "0123456789ab", MutualUser: "tgt", MutualSecret: "abcdefabcdef"}
 	chapJSON, err := json.Marshal(chap)
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +27,7 @@ func TestEveryVolumePatchTheWireTypeSaysIsDecodedIntact(t *testing.T) {
 		body wire.UpdateVolumeRequest
 		// what the decoder should make of "chap"
 		wantCHAPSet bool
-		wantCHAP    *api.CHAP
+		wantCHAP    *wire.CHAP
 	}{
 		{name: "a new size", body: wire.UpdateVolumeRequest{SizeMiB: &size}},
 		{name: "new initiators", body: wire.UpdateVolumeRequest{Initiators: &inits}},

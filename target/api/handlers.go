@@ -20,7 +20,7 @@ func (a *API) listVolumes(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	out := make([]Volume, 0, len(vols))
+	out := make([]wire.Volume, 0, len(vols))
 	for _, v := range vols {
 		out = append(out, a.volumeJSON(v))
 	}
@@ -28,7 +28,7 @@ func (a *API) listVolumes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) createVolume(w http.ResponseWriter, r *http.Request) {
-	req, err := readJSON(w, r, func(r *http.Request) (CreateVolumeRequest, error) { return DecodeCreateVolume(r.Body) })
+	req, err := readJSON(w, r, func(r *http.Request) (wire.CreateVolumeRequest, error) { return DecodeCreateVolume(r.Body) })
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -217,7 +217,7 @@ func (a *API) listSnapshots(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out := make([]Snapshot, 0, len(snaps))
+	out := make([]wire.Snapshot, 0, len(snaps))
 	for _, s := range snaps {
 		out = append(out, snapshotJSON(s))
 	}
@@ -261,9 +261,9 @@ func (a *API) snapshotData(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
 	ss := a.exporter.Sessions()
-	out := make([]SessionInfo, 0, len(ss))
+	out := make([]wire.Session, 0, len(ss))
 	for _, s := range ss {
-		out = append(out, SessionInfo{Volume: s.Volume, TargetIQN: s.TargetIQN, Initiator: s.Initiator, RemoteAddr: s.RemoteAddr, Since: s.Since})
+		out = append(out, wire.Session{Volume: s.Volume, TargetIQN: s.TargetIQN, Initiator: s.Initiator, RemoteAddr: s.RemoteAddr, Since: s.Since})
 	}
 	writeJSON(w, http.StatusOK, wire.SessionList{Sessions: out})
 }

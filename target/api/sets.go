@@ -12,7 +12,7 @@ import (
 )
 
 func (a *API) createSnapshotSet(w http.ResponseWriter, r *http.Request) {
-	req, err := readJSONUpTo(w, r, maxSetBody, func(r *http.Request) (CreateSnapshotSetRequest, error) { return DecodeCreateSnapshotSet(r.Body) })
+	req, err := readJSONUpTo(w, r, maxSetBody, func(r *http.Request) (wire.CreateSnapshotSetRequest, error) { return DecodeCreateSnapshotSet(r.Body) })
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -82,7 +82,7 @@ func (a *API) listSnapshotSets(w http.ResponseWriter, r *http.Request) {
 		}
 		match[k] = v
 	}
-	out := []SnapshotSet{}
+	out := []wire.SnapshotSet{}
 	if !impossible {
 		sets, err := a.store.ListSnapshotSets(match)
 		if err != nil {
@@ -111,7 +111,7 @@ func (a *API) updateSnapshotSet(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	req, err := readJSON(w, r, func(r *http.Request) (UpdateSnapshotSetRequest, error) { return DecodeUpdateSnapshotSet(r.Body) })
+	req, err := readJSON(w, r, func(r *http.Request) (wire.UpdateSnapshotSetRequest, error) { return DecodeUpdateSnapshotSet(r.Body) })
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -156,9 +156,9 @@ func (a *API) snapshotExtents(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	out := Extents{SizeBytes: size, Extents: make([]Extent, len(ext))}
+	out := wire.Extents{SizeBytes: size, Extents: make([]wire.Extent, len(ext))}
 	for i, e := range ext {
-		out.Extents[i] = Extent{Offset: e.Offset, Length: e.Length}
+		out.Extents[i] = wire.Extent{Offset: e.Offset, Length: e.Length}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -42,7 +43,7 @@ func TestASnapshotSetGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 	writeVolume(t, srv, "boot", 0, []byte("boot sector"))
 	domain := `<domain type='kvm'><name>web-1</name><devices><disk/></devices></domain>`
 
-	var set api.SnapshotSet
+	var set wire.SnapshotSet
 	rec := doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["data","boot"],"labels":{"drover.io/vm":"web-1","kind":"backup"},"attachments":{"domain.xml":"`+strings.ReplaceAll(domain, "'", `\u0027`)+`"}}`, http.StatusCreated, &set)
 	if strings.Contains(rec.Body.String(), "<domain") {
 		t.Errorf("the set's JSON carries the attachment's content, want its name only: %s", rec.Body)
@@ -73,7 +74,7 @@ func TestASnapshotSetGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 			t.Errorf("GET snapshot set: no field %q in %v", field, raw)
 		}
 	}
-	var got api.SnapshotSet
+	var got wire.SnapshotSet
 	doJSON(t, srv, "GET", "/v1/snapshot-sets/"+set.ID, "", http.StatusOK, &got)
 	if !reflect.DeepEqual(got, set) {
 		t.Errorf("GET snapshot set = %+v, want %+v", got, set)
@@ -84,7 +85,7 @@ func TestASnapshotSetGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 		t.Errorf("attachment: status %d, type %q, body %q; want 200, octet-stream and the domain XML", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
 	}
 
-	var snap api.Snapshot
+	var snap wire.Snapshot
 	doJSON(t, srv, "GET", "/v1/snapshots/"+set.Snapshots[1].ID, "", http.StatusOK, &snap)
 	if snap.Set != set.ID {
 		t.Errorf("snapshot %s: set = %q, want %q", snap.ID, snap.Set, set.ID)
@@ -104,7 +105,7 @@ func TestASnapshotSetGoesThroughItsWholeLifeOverTheAPI(t *testing.T) {
 	if len(got.Snapshots) != 2 {
 		t.Errorf("set after deleting a volume has %d snapshots, want 2", len(got.Snapshots))
 	}
-	var restored api.Volume
+	var restored wire.Volume
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"boot","source":{"snapshot":"`+snap.ID+`"}}`, http.StatusCreated, &restored)
 
 	doJSON(t, srv, "DELETE", "/v1/snapshot-sets/"+set.ID, "", http.StatusNoContent, nil)
@@ -125,7 +126,7 @@ func TestSnapshotSetsAreListedNewestFirstAndFilteredByLabel(t *testing.T) {
 		`{"volumes":["db"],"labels":{"vm":"db","env":"prod"}}`,
 		`{"volumes":["web"],"labels":{"vm":"web","env":"test=1"}}`,
 	} {
-		var s api.SnapshotSet
+		var s wire.SnapshotSet
 		doJSON(t, srv, "POST", "/v1/snapshot-sets", body, http.StatusCreated, &s)
 		ids = append(ids, s.ID)
 	}
@@ -142,7 +143,7 @@ func TestSnapshotSetsAreListedNewestFirstAndFilteredByLabel(t *testing.T) {
 		{"?label=owner=me", []string{}},
 	} {
 		var out struct {
-			SnapshotSets []api.SnapshotSet `json:"snapshot_sets"`
+			SnapshotSets []wire.SnapshotSet `json:"snapshot_sets"`
 		}
 		doJSON(t, srv, "GET", "/v1/snapshot-sets"+tc.query, "", http.StatusOK, &out)
 		got := []string{}
@@ -159,18 +160,18 @@ func TestASetsLabelsAreReplacedWithPATCH(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web","size_mib":1}`, http.StatusCreated, nil)
-	var set, other api.SnapshotSet
+	var set, other wire.SnapshotSet
 	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["web"],"labels":{"vm":"web","kind":"nightly"},"attachments":{"domain.xml":"<domain/>"}}`, http.StatusCreated, &set)
 	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["web"],"labels":{"vm":"web"}}`, http.StatusCreated, &other)
 
-	var patched api.SnapshotSet
+	var patched wire.SnapshotSet
 	rec := doJSON(t, srv, "PATCH", "/v1/snapshot-sets/"+set.ID, `{"labels":{"vm":"web","kind":"keep","note":"<before upgrade>"}}`, http.StatusOK, &patched)
 	want := set
 	want.Labels = map[string]string{"vm": "web", "kind": "keep", "note": "<before upgrade>"}
 	if !reflect.DeepEqual(patched, want) {
 		t.Errorf("PATCH = %+v, want the set with only its labels replaced: %+v", patched, want)
 	}
-	var got api.SnapshotSet
+	var got wire.SnapshotSet
 	get := doJSON(t, srv, "GET", "/v1/snapshot-sets/"+set.ID, "", http.StatusOK, &got)
 	if rec.Body.String() != get.Body.String() {
 		t.Errorf("PATCH answered\n%s\nGET answers\n%s\nwant the same", rec.Body, get.Body)
@@ -184,7 +185,7 @@ func TestASetsLabelsAreReplacedWithPATCH(t *testing.T) {
 		{"?label=vm=web", []string{other.ID, set.ID}},
 	} {
 		var out struct {
-			SnapshotSets []api.SnapshotSet `json:"snapshot_sets"`
+			SnapshotSets []wire.SnapshotSet `json:"snapshot_sets"`
 		}
 		doJSON(t, srv, "GET", "/v1/snapshot-sets"+tc.query, "", http.StatusOK, &out)
 		ids := []string{}
@@ -196,7 +197,7 @@ func TestASetsLabelsAreReplacedWithPATCH(t *testing.T) {
 		}
 	}
 
-	var cleared api.SnapshotSet
+	var cleared wire.SnapshotSet
 	doJSON(t, srv, "PATCH", "/v1/snapshot-sets/"+set.ID, `{"labels":{}}`, http.StatusOK, &cleared)
 	if cleared.Labels == nil || len(cleared.Labels) != 0 {
 		t.Errorf(`PATCH {"labels":{}}: labels = %#v, want an empty object`, cleared.Labels)
@@ -255,7 +256,7 @@ func TestASetIsOnlyKeptIfItsWritesWereHeldForTheWholeCut(t *testing.T) {
 		}
 		srv := &apitest.Server{API: a, Store: st}
 		doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web","size_mib":1}`, http.StatusCreated, nil)
-		var set api.SnapshotSet
+		var set wire.SnapshotSet
 		doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["web"]}`, http.StatusCreated, &set)
 		if set.HoldMS != 0 || len(set.Snapshots) != 1 {
 			t.Errorf("set = %+v, want one snapshot and hold_ms 0", set)
@@ -329,12 +330,12 @@ func TestSnapshotDataServesRangesAndExtentsListTheData(t *testing.T) {
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"vm","size_mib":8}`, http.StatusCreated, nil)
 	writeVolume(t, srv, "vm", 0, bytes.Repeat([]byte("a"), 8192))
 	writeVolume(t, srv, "vm", 5<<20, []byte("far away"))
-	var snap api.Snapshot
+	var snap wire.Snapshot
 	doJSON(t, srv, "POST", "/v1/volumes/vm/snapshots", "", http.StatusCreated, &snap)
 
-	var ext api.Extents
+	var ext wire.Extents
 	doJSON(t, srv, "GET", "/v1/snapshots/"+snap.ID+"/extents", "", http.StatusOK, &ext)
-	want := api.Extents{SizeBytes: 8 << 20, Extents: []api.Extent{{Offset: 0, Length: 8192}, {Offset: 5 << 20, Length: 4096}}}
+	want := wire.Extents{SizeBytes: 8 << 20, Extents: []wire.Extent{{Offset: 0, Length: 8192}, {Offset: 5 << 20, Length: 4096}}}
 	if !reflect.DeepEqual(ext, want) {
 		t.Errorf("extents = %+v, want %+v", ext, want)
 	}

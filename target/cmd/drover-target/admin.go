@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/server"
 )
 
@@ -101,7 +102,7 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 		if err != nil {
 			return err
 		}
-		v, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: pos[0], SizeMiB: size, Initiators: initiators})
+		v, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: pos[0], SizeMiB: size, Initiators: initiators})
 		if err != nil {
 			return err
 		}
@@ -240,7 +241,7 @@ func labelArgs(args []string) (map[string]string, error) {
 	return labels, nil
 }
 
-func printVolume(w io.Writer, v storage.Volume) {
+func printVolume(w io.Writer, v wire.Volume) {
 	chap := "-"
 	if v.CHAP != nil {
 		chap = v.CHAP.User
@@ -255,11 +256,11 @@ func printVolume(w io.Writer, v storage.Volume) {
 	fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\t%s\n", v.Name, v.SizeMiB, v.IQN, v.LUN, inits, chap, v.CreatedAt.Format(time.RFC3339))
 }
 
-func printSnapshot(w io.Writer, s storage.Snapshot) {
+func printSnapshot(w io.Writer, s wire.Snapshot) {
 	fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", s.ID, s.Volume, s.SizeMiB, s.Method, s.CreatedAt.Format(time.RFC3339))
 }
 
-func printSnapshotSet(w io.Writer, s storage.SnapshotSet) {
+func printSnapshotSet(w io.Writer, s wire.SnapshotSet) {
 	snaps := make([]string, 0, len(s.Snapshots))
 	for _, sn := range s.Snapshots {
 		snaps = append(snaps, sn.ID)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/drover/terraform-provider-drover/internal/storage"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // The crash test's volume layout: the written volume is cut into slots, one
@@ -66,12 +67,12 @@ func TestKillNineWhileWritingLosesNoFlushedWrite(t *testing.T) {
 
 	// The world before the first crash: the written volume, a point-in-time
 	// snapshot of it, a clone of that snapshot, and a volume with CHAP.
-	if _, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: crashVolume, SizeMiB: crashVolumeMiB, Initiators: []string{crashInitiator}}); err != nil {
+	if _, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: crashVolume, SizeMiB: crashVolumeMiB, Initiators: []string{crashInitiator}}); err != nil {
 		t.Fatalf("create volume %s: %v", crashVolume, err)
 	}
-	if _, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{
+	if _, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{
 		Name: "other", SizeMiB: 8, Initiators: []string{"iqn.2026-11.io.drover.test:other"},
-		CHAP: &storage.CHAP{User: "other", Secret: "other-secret-1", MutualUser: "target", MutualSecret: "target-secret-2"},
+		CHAP: &wire.CHAP{User: "other", Secret: "other-secret-1", MutualUser: "target", MutualSecret: "target-secret-2"},
 	}); err != nil {
 		t.Fatalf("create volume other: %v", err)
 	}
@@ -86,7 +87,7 @@ func TestKillNineWhileWritingLosesNoFlushedWrite(t *testing.T) {
 		t.Fatalf("snapshot %s: %v", crashVolume, err)
 	}
 	mustQemuIO(t, d, crashVolume, writeCommands(after, true))
-	if _, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: "crash-copy", Source: &storage.Source{Snapshot: snap.ID}, Initiators: []string{crashInitiator}}); err != nil {
+	if _, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "crash-copy", Source: &wire.Source{Snapshot: snap.ID}, Initiators: []string{crashInitiator}}); err != nil {
 		t.Fatalf("clone snapshot %s: %v", snap.ID, err)
 	}
 	w := worldOf(t, c)
@@ -234,9 +235,9 @@ type churn struct {
 // changes records what the API acknowledged and what was in flight when
 // the daemon died (which may or may not have happened).
 type changes struct {
-	created  map[string]storage.Volume
+	created  map[string]wire.Volume
 	deleted  map[string]bool
-	snaps    map[string]storage.Snapshot
+	snaps    map[string]wire.Snapshot
 	unsure   map[string]bool // volume names
 	snapRisk bool            // a snapshot request was in flight
 }
@@ -253,7 +254,7 @@ func (c changes) inFlight() int {
 func startChurn(c *storage.Client, round int, w world) *churn {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := &churn{cancel: cancel, done: make(chan struct{}), res: changes{
-		created: map[string]storage.Volume{}, deleted: map[string]bool{}, snaps: map[string]storage.Snapshot{}, unsure: map[string]bool{},
+		created: map[string]wire.Volume{}, deleted: map[string]bool{}, snaps: map[string]wire.Snapshot{}, unsure: map[string]bool{},
 	}}
 	// Volumes left by earlier rounds are deleted first; then create,
 	// snapshot, delete in turn.
@@ -285,7 +286,7 @@ func startChurn(c *storage.Client, round int, w world) *churn {
 		}
 		for n := 1; ctx.Err() == nil; n++ {
 			name := fmt.Sprintf("churn-%d-%d", round, n)
-			v, err := c.CreateVolume(ctx, storage.CreateVolumeRequest{Name: name, SizeMiB: 1, Initiators: []string{crashInitiator}})
+			v, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: name, SizeMiB: 1, Initiators: []string{crashInitiator}})
 			if !definite(err) {
 				r.unsure[name] = true
 				return
@@ -329,8 +330,8 @@ func (ch *churn) stop() changes {
 
 // world is the metadata the daemon reports: volumes and their snapshots.
 type world struct {
-	volumes   map[string]storage.Volume
-	snapshots map[string]storage.Snapshot
+	volumes   map[string]wire.Volume
+	snapshots map[string]wire.Snapshot
 }
 
 func worldOf(t *testing.T, c *storage.Client) world {
@@ -340,7 +341,7 @@ func worldOf(t *testing.T, c *storage.Client) world {
 	if err != nil {
 		t.Fatalf("list volumes: %v", err)
 	}
-	w := world{volumes: map[string]storage.Volume{}, snapshots: map[string]storage.Snapshot{}}
+	w := world{volumes: map[string]wire.Volume{}, snapshots: map[string]wire.Snapshot{}}
 	for _, v := range vols {
 		w.volumes[v.Name] = v
 		snaps, err := c.ListSnapshots(ctx, v.Name)
@@ -361,7 +362,7 @@ func worldOf(t *testing.T, c *storage.Client) world {
 func checkWorld(t *testing.T, round int, c *storage.Client, d *daemon, prev world, ch changes) world {
 	t.Helper()
 	got := worldOf(t, c)
-	want := world{volumes: map[string]storage.Volume{}, snapshots: map[string]storage.Snapshot{}}
+	want := world{volumes: map[string]wire.Volume{}, snapshots: map[string]wire.Snapshot{}}
 	for k, v := range prev.volumes {
 		if !ch.deleted[k] {
 			want.volumes[k] = v
@@ -483,7 +484,7 @@ func checkWrites(t *testing.T, round int, d *daemon, acked []write) {
 
 // checkSnapshot checks that the snapshot and its clone still hold the
 // content of the volume at snapshot time, not what was written after.
-func checkSnapshot(t *testing.T, round int, c *storage.Client, d *daemon, snap storage.Snapshot, before []write) {
+func checkSnapshot(t *testing.T, round int, c *storage.Client, d *daemon, snap wire.Snapshot, before []write) {
 	t.Helper()
 	rc, err := c.DownloadSnapshot(context.Background(), snap.ID)
 	if err != nil {

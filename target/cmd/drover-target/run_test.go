@@ -17,6 +17,7 @@ import (
 	"github.com/drover/terraform-provider-drover/internal/storage"
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 func env(vars map[string]string) func(string) string {
@@ -91,11 +92,11 @@ func TestTheAdminCLIListsAndRemovesSnapshotSets(t *testing.T) {
 	for _, name := range []string{"web-boot", "web-data", "db"} {
 		mustCLI(t, srv, "volume", "create", name, "1")
 	}
-	web, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"web-boot", "web-data"}, Labels: map[string]string{"vm": "web"}, Attachments: map[string]string{"domain.xml": "<domain/>"}})
+	web, err := c.CreateSnapshotSet(ctx, wire.CreateSnapshotSetRequest{Volumes: []string{"web-boot", "web-data"}, Labels: map[string]string{"vm": "web"}, Attachments: map[string]string{"domain.xml": "<domain/>"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"db"}, Labels: map[string]string{"vm": "db"}})
+	db, err := c.CreateSnapshotSet(ctx, wire.CreateSnapshotSetRequest{Volumes: []string{"db"}, Labels: map[string]string{"vm": "db"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestTheAdminCLIReplacesASetsLabels(t *testing.T) {
 	}
 	ctx := context.Background()
 	mustCLI(t, srv, "volume", "create", "web", "1")
-	set, err := c.CreateSnapshotSet(ctx, storage.CreateSnapshotSetRequest{Volumes: []string{"web"}, Labels: map[string]string{"drover.io/vm": "web", "kind": "nightly"}})
+	set, err := c.CreateSnapshotSet(ctx, wire.CreateSnapshotSetRequest{Volumes: []string{"web"}, Labels: map[string]string{"drover.io/vm": "web", "kind": "nightly"}})
 	if err != nil {
 		t.Fatal(err)
 	}
