@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 
 	"libvirt.org/go/libvirt"
@@ -200,16 +199,4 @@ func (h Host) DomainNames() []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// FreeMemoryMiB is the memory placement may still give to new or growing
-// domains on a host: (total − reserved) × overcommit − committed, never
-// negative. Fractions of a MiB are dropped.
-func FreeMemoryMiB(totalMiB, reservedMiB int64, overcommit float64, committedMiB int64) int64 {
-	usable := math.Floor(float64(totalMiB-reservedMiB) * overcommit)
-	free := int64(usable) - committedMiB
-	if free < 0 {
-		return 0
-	}
-	return free
 }

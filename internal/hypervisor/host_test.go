@@ -111,32 +111,6 @@ func TestHostReportsWhatLibvirtReports(t *testing.T) {
 	}
 }
 
-func TestFreeMemory(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name                       string
-		total, reserved, committed int64
-		overcommit                 float64
-		want                       int64
-	}{
-		{"an empty host offers all but its reserve", 4096, 512, 0, 1, 3584},
-		{"committed memory is taken off", 4096, 512, 1024, 1, 2560},
-		{"overcommit multiplies what is left after the reserve", 4096, 512, 1024, 1.5, 4352},
-		{"fractions of a MiB are dropped", 1001, 0, 0, 1.5, 1501},
-		{"an overcommitted host offers nothing rather than a negative amount", 4096, 512, 8192, 1, 0},
-		{"a reserve larger than the host offers nothing", 256, 512, 0, 2, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := FreeMemoryMiB(tt.total, tt.reserved, tt.overcommit, tt.committed)
-			if got != tt.want {
-				t.Errorf("FreeMemoryMiB(total %d, reserved %d, overcommit %g, committed %d) = %d, want %d",
-					tt.total, tt.reserved, tt.overcommit, tt.committed, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestOffersKVM(t *testing.T) {
 	t.Parallel()
 	caps := func(types ...string) string {

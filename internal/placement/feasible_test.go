@@ -1,6 +1,9 @@
 package placement
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func TestChecks(t *testing.T) {
 	t.Parallel()
@@ -96,5 +99,44 @@ func TestReleaseUndoesCommit(t *testing.T) {
 	if h.mem != before.mem || h.cpus != before.cpus || len(h.members) != 0 {
 		t.Errorf("after commit and release: %d MiB, %d vCPUs, groups %v; want %d MiB, %d vCPUs, no groups",
 			h.mem, h.cpus, h.members, before.mem, before.cpus)
+	}
+}
+
+func TestFreeMemoryIsWhatTheMemoryCheckWeighsAgainst(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                     string
+		total, reserved, foreign int64
+		vms                      []int64 // on the host
+		overcommit               float64
+		want                     int64
+	}{
+		{"an empty host offers all but its reserve", 4096, 512, 0, nil, 1, 3584},
+		{"committed memory is taken off", 4096, 512, 512, []int64{512}, 1, 2560},
+		{"overcommit multiplies what is left after the reserve", 4096, 512, 1024, nil, 1.5, 4352},
+		{"fractions of a MiB are dropped", 1001, 0, 0, nil, 1.5, 1501},
+		{"an overcommitted host offers nothing rather than a negative amount", 4096, 512, 8192, nil, 1, 0},
+		{"a reserve larger than the host offers nothing", 256, 512, 0, nil, 2, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := Cluster{Hosts: []Host{{Name: "alpha", MemoryMiB: tt.total, CPUs: 64, ReservedMemoryMiB: tt.reserved,
+				MemoryOvercommit: tt.overcommit, ForeignMemoryMiB: tt.foreign}}}
+			for i, m := range tt.vms {
+				c.VMs = append(c.VMs, VM{Name: fmt.Sprintf("vm%d", i), MemoryMiB: m, VCPUs: 1, Current: "alpha", Fixed: true})
+			}
+			free := c.FreeMemoryMiB("alpha")
+			if free != tt.want {
+				t.Fatalf("FreeMemoryMiB = %d, want %d", free, tt.want)
+			}
+			// What is free fits, and one MiB more does not.
+			for _, extra := range []int64{0, 1} {
+				_, err := Place(c, VM{Name: "new", MemoryMiB: free + extra, VCPUs: 1}, Options{})
+				if fits := err == nil; fits != (extra == 0 && free > 0) {
+					t.Errorf("a VM of %d MiB (free %d): placed %v (%v)", free+extra, free, fits, err)
+				}
+			}
+		})
 	}
 }
