@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"libvirt.org/go/libvirt"
@@ -17,6 +18,11 @@ type MigrateOptions struct {
 	// in the running domain and in the definition kept there; the source's
 	// IQN is never used on the destination.
 	Initiator string
+	// Address, when set, is the destination's migration address: where the
+	// source sends the VM's memory, and where the destination listens for
+	// it. Without it libvirt uses the destination's hostname, which on
+	// many hosts resolves to a loopback address (Debian's 127.0.1.1).
+	Address string
 	// Progress, when set, is called every ProgressEvery (default 5 s)
 	// while a live migration runs, with what libvirt reports of it.
 	Progress      func(MigrationProgress)
@@ -89,7 +95,7 @@ func (p *Pool) Migrate(ctx context.Context, vm, from, to string, opts MigrateOpt
 // domain, as libvirt requires for ABI stability) and its persistent
 // definition, both with the destination's initiator.
 func migrateParams(dom *libvirt.Domain, opts MigrateOptions) (*libvirt.DomainMigrateParameters, error) {
-	params := &libvirt.DomainMigrateParameters{}
+	params := addressParams(opts.Address)
 	if opts.Initiator == "" {
 		return params, nil
 	}
@@ -113,6 +119,23 @@ func migrateParams(dom *libvirt.Domain, opts MigrateOptions) (*libvirt.DomainMig
 	}
 	params.PersistXMLSet = true
 	return params, nil
+}
+
+// addressParams are the migration parameters that send a VM's memory to
+// address (a host name or IP, IPv6 without brackets) and make the
+// destination listen there; none when address is empty.
+func addressParams(address string) *libvirt.DomainMigrateParameters {
+	params := &libvirt.DomainMigrateParameters{}
+	if address == "" {
+		return params
+	}
+	host := address
+	if strings.Contains(address, ":") {
+		host = "[" + address + "]"
+	}
+	params.URI, params.URISet = "tcp://"+host, true
+	params.ListenAddress, params.ListenAddressSet = address, true
+	return params
 }
 
 // withInitiator returns domainXML with every iSCSI disk logging in as iqn.

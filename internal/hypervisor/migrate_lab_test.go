@@ -137,3 +137,37 @@ func waitAlive(t *testing.T, console string, min int, timeout time.Duration) int
 	t.Fatalf("console %s: highest alive count %d after %s, want at least %d", console, highest, timeout, min)
 	return 0
 }
+
+// TestAccMigrationGoesToTheDestinationsMigrationAddress: with an address the
+// destination does not have, the destination cannot listen and the VM stays
+// running on its source (so the address is what libvirt used); with the
+// destination's own address the move succeeds.
+func TestAccMigrationGoesToTheDestinationsMigrationAddress(t *testing.T) {
+	info := labInfo(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	env := newLabEnv(t, ctx)
+	vm := env.guest(t, ctx, "drover-migrate-address")
+	if _, err := env.pool.CreateVM(ctx, info.AlphaURI, vm); err != nil {
+		t.Fatal(err)
+	}
+	waitAlive(t, vm.ConsoleLog, 1, time.Minute)
+
+	// 192.0.2.1 (TEST-NET-1) is on no interface here: QEMU on beta cannot
+	// listen there, so nothing is sent anywhere.
+	err := env.pool.Migrate(ctx, vm.Name, info.AlphaURI, info.BetaURI, MigrateOptions{Address: "192.0.2.1"})
+	if err == nil {
+		t.Fatal("a migration to an address beta does not have succeeded: the address was not used")
+	}
+	t.Logf("refused as it should be: %v", err)
+	if d, found, err := env.pool.Domain(ctx, info.AlphaURI, vm.Name); err != nil || !found || d.State != StateRunning {
+		t.Fatalf("after the failed migration the guest on alpha is %+v (found %v, %v), want running", d, found, err)
+	}
+
+	if err := env.pool.Migrate(ctx, vm.Name, info.AlphaURI, info.BetaURI, MigrateOptions{Address: "127.0.0.3"}); err != nil {
+		t.Fatalf("migrate to beta's own address: %v", err)
+	}
+	if d, found, err := env.pool.Domain(ctx, info.BetaURI, vm.Name); err != nil || !found || d.State != StateRunning {
+		t.Fatalf("guest on beta: %+v (found %v, %v), want running", d, found, err)
+	}
+}

@@ -353,3 +353,20 @@ func TestWithInitiatorRewritesEveryISCSIDisk(t *testing.T) {
 	want.Storage.Initiator = HostInitiator("beta")
 	checkVM(t, vm, want)
 }
+
+func TestMigrationAddressSetsWhereMemoryGoesAndWhereTheDestinationListens(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ address, uri string }{
+		{"10.0.0.2", "tcp://10.0.0.2"},
+		{"beta.storage.lan", "tcp://beta.storage.lan"},
+		{"fd00::2", "tcp://[fd00::2]"},
+	} {
+		p := addressParams(c.address)
+		if !p.URISet || p.URI != c.uri || !p.ListenAddressSet || p.ListenAddress != c.address {
+			t.Errorf("%s: got URI %q (set %v), listen %q (set %v); want %q and %q", c.address, p.URI, p.URISet, p.ListenAddress, p.ListenAddressSet, c.uri, c.address)
+		}
+	}
+	if p := addressParams(""); p.URISet || p.ListenAddressSet {
+		t.Errorf("no address: got %+v, want libvirt's defaults", p)
+	}
+}
