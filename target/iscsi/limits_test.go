@@ -320,3 +320,55 @@ func TestCloseDoesNotWaitForPendingLogins(t *testing.T) {
 		t.Error("the pending connection stayed open after Close")
 	}
 }
+
+func TestALongSendTargetsAnswerIsSplitWithTheContinueBit(t *testing.T) {
+	t.Parallel()
+	e, _ := startEngine(t)
+	const volumes = 20
+	for i := 0; i < volumes; i++ {
+		exportVolume(t, e, fmt.Sprintf("discover-%02d", i), 1<<20, testInitiator)
+	}
+	c := dialFrom(t, e, "127.0.0.1")
+	c.Write(loginReq(0x80|3, marshalText([]kv{{"InitiatorName", testInitiator}, {"SessionType", "Discovery"},
+		{"AuthMethod", "None"}, {"MaxRecvDataSegmentLength", "512"}})))
+	if flags, status, _ := readLoginResp(t, c); status != 0 || flags&0x83 != 0x83 {
+		t.Fatalf("discovery login: got status %#04x flags %#x, want a transit to full feature", status, flags)
+	}
+	ttt := uint32(reservedTag)
+	var text []byte
+	for pieces := 1; pieces < 100; pieces++ {
+		var h [bhsLen]byte
+		h[0], h[1] = flagImmedate|opTextReq, 0x80
+		binary.BigEndian.PutUint32(h[16:], uint32(pieces))
+		binary.BigEndian.PutUint32(h[20:], ttt)
+		binary.BigEndian.PutUint32(h[24:], 1)
+		var data []byte
+		if pieces == 1 {
+			data = []byte("SendTargets=All\x00")
+		}
+		c.Write(rawPDU(&h, data))
+		var r [bhsLen]byte
+		if _, err := io.ReadFull(c, r[:]); err != nil {
+			t.Fatal(err)
+		}
+		n := dataSegLen(&r)
+		piece := make([]byte, (n+3)&^3)
+		if _, err := io.ReadFull(c, piece); err != nil {
+			t.Fatal(err)
+		}
+		if r[0]&0x3f != opTextResp || n > 512 {
+			t.Fatalf("piece %d: got opcode %#x with %d bytes, want a Text Response of at most 512", pieces, r[0]&0x3f, n)
+		}
+		text = append(text, piece[:n]...)
+		if r[1]&0x40 == 0 {
+			if r[1]&0x80 == 0 || pieces < 2 {
+				t.Errorf("last piece %d: got flags %#x, want final after several pieces", pieces, r[1])
+			}
+			break
+		}
+		ttt = binary.BigEndian.Uint32(r[20:])
+	}
+	if got := strings.Count(string(text), "TargetName="); got != volumes {
+		t.Errorf("got %d targets across the pieces, want %d", got, volumes)
+	}
+}

@@ -53,6 +53,12 @@ type session struct {
 	pendingBytes int
 	nextTTT      uint32
 
+	// textMore is the rest of a Text Response longer than the initiator
+	// takes in one PDU, and textTTT the tag it asks for the rest with
+	// (reader goroutine).
+	textMore []byte
+	textTTT  uint32
+
 	closeOnce sync.Once
 	closed    chan struct{}
 	done      chan struct{} // closed when run has returned
@@ -763,6 +769,11 @@ func (s *session) onTMF(h *[bhsLen]byte) error {
 }
 
 func (s *session) onText(h *[bhsLen]byte, data []byte) {
+	if ttt := binary.BigEndian.Uint32(h[20:]); ttt != reservedTag && ttt == s.textTTT && s.textMore != nil {
+		s.sendText(h, s.textMore) // the initiator asks for the rest
+		return
+	}
+	s.textMore = nil
 	var resp []kv
 	for _, k := range parseText(data) {
 		if k.k != "SendTargets" {
@@ -788,9 +799,30 @@ func (s *session) onText(h *[bhsLen]byte, data []byte) {
 			resp = append(resp, kv{"TargetName", t}, kv{"TargetAddress", portal})
 		}
 	}
+	s.sendText(h, marshalText(resp))
+}
+
+// sendText sends a Text Response, or its first piece when it is longer
+// than the initiator's MaxRecvDataSegmentLength: then the C bit is set and
+// a target transfer tag names the rest, which the initiator asks for with
+// an empty Text Request carrying that tag (RFC 7143).
+func (s *session) sendText(h *[bhsLen]byte, text []byte) {
 	var r [bhsLen]byte
-	r[0], r[1] = opTextResp, 0x80
+	r[0] = opTextResp
 	copy(r[16:20], h[16:20])
+	if limit := int(s.params.maxSend); len(text) > limit {
+		s.nextTTT++
+		if s.nextTTT == reservedTag {
+			s.nextTTT = 1
+		}
+		s.textTTT, s.textMore = s.nextTTT, text[limit:]
+		r[1] = 0x40 // C: more follows
+		binary.BigEndian.PutUint32(r[20:], s.textTTT)
+		s.send(&r, text[:limit], true)
+		return
+	}
+	s.textMore = nil
+	r[1] = 0x80
 	binary.BigEndian.PutUint32(r[20:], reservedTag)
-	s.send(&r, marshalText(resp), true)
+	s.send(&r, text, true)
 }
