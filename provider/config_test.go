@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -166,8 +167,15 @@ func TestConfigRefusesUnknownHosts(t *testing.T) {
 	typ, _ := modelTypes(t)
 	m := providerModel{Hosts: types.MapUnknown(typ.ElemType), Storage: storageValue(t, nil)}
 	_, diags := m.config(context.Background())
-	if !diags.HasError() {
-		t.Fatal("unknown hosts were accepted")
+	if len(diags) != 1 || !diags.HasError() {
+		t.Fatalf("got %v, want one error", diags)
+	}
+	d := diags[0]
+	if d.Summary() != "Hosts are unknown" || !strings.Contains(d.Detail(), "known when planning") {
+		t.Errorf("got %q: %q, want the hosts named unknown and why they must be known", d.Summary(), d.Detail())
+	}
+	if at := diagPath(d); !at.Equal(path.Root("hosts")) {
+		t.Errorf("the error points at %q, want hosts", at)
 	}
 }
 

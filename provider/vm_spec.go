@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
@@ -149,7 +150,7 @@ func vmFromTruth(vm hypervisor.VM, dom hypervisor.Domain, host string, prior vmM
 	disks := make([]attr.Value, 0, len(vm.Disks))
 	for i, d := range vm.Disks {
 		if d.Volume == "" {
-			diags.AddError("Unable to read VM",
+			diags.AddAttributeError(path.Root("disks").AtListIndex(i).AtName("volume_id"), "Unable to read VM",
 				fmt.Sprintf("Disk %d (%s) of VM %s has no Drover volume in its metadata: it was not made by Drover.", i+1, d.Target, vm.Name))
 			return m, diags
 		}

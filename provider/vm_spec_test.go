@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/drover/terraform-provider-drover/internal/cloudinit"
@@ -99,9 +100,21 @@ func TestStateFromTruthRoundTrips(t *testing.T) {
 
 func TestStateFromTruthRefusesDisksWithoutVolumes(t *testing.T) {
 	t.Parallel()
-	vm := hypervisor.VM{Name: "foreign", Disks: []hypervisor.Disk{{Target: "vda", IQN: "iqn.2026-11.io.drover:x"}}}
-	if _, diags := vmFromTruth(vm, hypervisor.Domain{}, "alpha", vmModel{}); !diags.HasError() {
-		t.Error("a disk without a Drover volume read without error")
+	vm := hypervisor.VM{Name: "foreign", Disks: []hypervisor.Disk{
+		{Target: "vda", Volume: "foreign-root"},
+		{Target: "vdb", IQN: "iqn.2026-11.io.drover:x"},
+	}}
+	_, diags := vmFromTruth(vm, hypervisor.Domain{}, "alpha", vmModel{})
+	if len(diags) != 1 || !diags.HasError() {
+		t.Fatalf("got %v, want one error", diags)
+	}
+	d := diags[0]
+	if want := "Disk 2 (vdb) of VM foreign has no Drover volume in its metadata"; d.Summary() != "Unable to read VM" ||
+		!strings.Contains(d.Detail(), want) {
+		t.Errorf("got %q: %q, want %q", d.Summary(), d.Detail(), want)
+	}
+	if at, want := diagPath(d), path.Root("disks").AtListIndex(1).AtName("volume_id"); !at.Equal(want) {
+		t.Errorf("the error points at %q, want %q", at, want)
 	}
 }
 

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/drover/terraform-provider-drover/internal/storage"
 	"github.com/drover/terraform-provider-drover/target/api"
@@ -160,10 +163,43 @@ func TestBadEndpointsAndEmptyTokensAreRefused(t *testing.T) {
 
 func TestTheContextDeadlineIsHonoured(t *testing.T) {
 	t.Parallel()
-	c, _ := newClient(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := c.Health(ctx); !errors.Is(err, context.Canceled) {
+	// A target that takes its time: it answers only when the request is
+	// given up, or after a minute.
+	arrived := make(chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Minute):
+		}
+	}))
+	t.Cleanup(slow.Close)
+	c, err := storage.New(slow.URL, apitest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = c.GetVolume(ctx, "slow")
+	took := time.Since(start)
+	select {
+	case <-arrived:
+	default:
+		t.Fatal("the request never reached the target: the deadline did not expire during it")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("GetVolume past its deadline = %v, want context.DeadlineExceeded", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("GetVolume took %s with a 200ms deadline", took)
+	}
+
+	// A context already cancelled sends nothing.
+	c2, _ := newClient(t)
+	done, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := c2.Health(done); !errors.Is(err, context.Canceled) {
 		t.Errorf("Health with a cancelled context = %v, want context.Canceled", err)
 	}
 }

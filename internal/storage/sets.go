@@ -227,7 +227,7 @@ func (d *sparseDownload) fetch(ctx context.Context, g []wire.Extent) error {
 		return fmt.Errorf("GET bytes %d-%d: status %d, want 206 (the target or a proxy ignored the Range header)", from, to-1, resp.StatusCode)
 	}
 	if want := fmt.Sprintf("bytes %d-%d/", from, to-1); !strings.HasPrefix(resp.Header.Get("Content-Range"), want) {
-		return fmt.Errorf("GET bytes %d-%d: Content-Range %q, want %s...", from, to-1, resp.Header.Get("Content-Range"), want)
+		return fmt.Errorf("GET bytes %d-%d: Content-Range %q, want one starting %q", from, to-1, resp.Header.Get("Content-Range"), want)
 	}
 	if etag := resp.Header.Get("ETag"); d.etag == "" {
 		d.etag = etag

@@ -3,7 +3,9 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -150,10 +152,42 @@ func TestAFailedStartLeavesNothingRunning(t *testing.T) {
 
 func TestRunStopsWhenTheContextEnds(t *testing.T) {
 	t.Parallel()
+	cfg := config(t, t.TempDir(), apitest.NewExporter())
+	cfg.APIListen = freeAddr(t)
+	health := func() error {
+		resp, err := http.Get("http://" + cfg.APIListen + "/v1/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, config(t, t.TempDir(), apitest.NewExporter())) }()
-	time.Sleep(100 * time.Millisecond)
+	go func() { done <- server.Run(ctx, cfg) }()
+
+	// Run serves until the context ends: the API answers, and Run has not
+	// returned.
+	for deadline := time.Now().Add(10 * time.Second); health() != nil; time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned %v before its context ended", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API never answered at %s: %v", cfg.APIListen, health())
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v while its context was live", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -163,6 +197,20 @@ func TestRunStopsWhenTheContextEnds(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return within 10s of cancel")
 	}
+	if err := health(); err == nil {
+		t.Error("the API still answers after Run returned")
+	}
+}
+
+// freeAddr is a loopback address with a port nobody listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 func TestMaxHoldBoundsTheWriteHoldOfASnapshot(t *testing.T) {

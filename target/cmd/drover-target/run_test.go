@@ -71,9 +71,8 @@ func TestTheAdminCLIManagesVolumesSnapshotsAndSessions(t *testing.T) {
 	if out := mustCLI(t, srv, "session", "ls"); !strings.Contains(out, "iqn.2000-01.lab:alpha") {
 		t.Errorf("session ls output = %q, want alpha's session", out)
 	}
-	out, err := cli(t, srv, "volume", "rm", "web-1")
-	if err == nil || !strings.Contains(err.Error(), "force=true") {
-		t.Errorf("volume rm of a volume in use: %v, want a refusal mentioning force", err)
+	if out, err := cli(t, srv, "volume", "rm", "web-1"); err == nil || !strings.Contains(err.Error(), "force=true") {
+		t.Errorf("volume rm of a volume in use: %v (output %q), want a refusal mentioning force", err, out)
 	}
 	mustCLI(t, srv, "volume", "rm", "web-1", "--force")
 	if out = mustCLI(t, srv, "volume", "ls"); strings.Contains(out, "web-1") {
