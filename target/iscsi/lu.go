@@ -467,29 +467,29 @@ func (c *cmdContext) blocks() uint64 { return c.unit.lu.Size >> blockShift }
 func rwFields(cdb []byte) (lba uint64, n uint32, flags byte, err error) {
 	var need int
 	switch cdb[0] {
-	case 0x08, 0x0a:
+	case opRead6, opWrite6:
 		need = 6
-	case 0x28, 0x2a, 0x2e, 0x41, 0x35:
+	case opRead10, opWrite10, opWriteVerify10, opWriteSame10, opSyncCache10:
 		need = 10
-	case 0xa8, 0xaa, 0xae:
+	case opRead12, opWrite12, opWriteVerify12:
 		need = 12
-	case 0x88, 0x8a, 0x8e, 0x93, 0x91:
+	case opRead16, opWrite16, opWriteVerify16, opWriteSame16, opSyncCache16:
 		need = 16
 	}
 	if len(cdb) < need {
 		return 0, 0, 0, errors.New("short cdb")
 	}
 	switch cdb[0] {
-	case 0x08, 0x0a:
+	case opRead6, opWrite6:
 		lba = uint64(cdb[1]&0x1f)<<16 | uint64(cdb[2])<<8 | uint64(cdb[3])
 		n = uint32(cdb[4])
 		if n == 0 {
 			n = 256
 		}
 		return lba, n, 0, nil
-	case 0x28, 0x2a, 0x2e, 0x41, 0x35:
+	case opRead10, opWrite10, opWriteVerify10, opWriteSame10, opSyncCache10:
 		return uint64(binary.BigEndian.Uint32(cdb[2:])), uint32(binary.BigEndian.Uint16(cdb[7:])), cdb[1], nil
-	case 0xa8, 0xaa, 0xae:
+	case opRead12, opWrite12, opWriteVerify12:
 		return uint64(binary.BigEndian.Uint32(cdb[2:])), binary.BigEndian.Uint32(cdb[6:]), cdb[1], nil
 	default:
 		return binary.BigEndian.Uint64(cdb[2:]), binary.BigEndian.Uint32(cdb[10:]), cdb[1], nil

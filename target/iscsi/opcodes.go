@@ -67,11 +67,10 @@ const (
 // (SPC-4 6.35.3); byte 0 is the operation code, and for a command with
 // service actions byte 1 carries the service action.
 type supportedCommand struct {
-	op      byte
-	sa      uint16
-	hasSA   bool
-	usage   []byte
-	timeout uint32 // recommended timeout, seconds
+	op    byte
+	sa    uint16
+	hasSA bool
+	usage []byte
 }
 
 // supportedCommands lists every command a volume serves, in opcode order.
@@ -143,12 +142,12 @@ func prOutUsage(sa byte) []byte {
 	return []byte{opPROut, sa, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07}
 }
 
-// commandTimeout is the command timeouts descriptor (SPC-4 6.35.4): no
-// nominal time, the recommended one in seconds.
-func commandTimeout(c supportedCommand) []byte {
+// commandTimeouts is the command timeouts descriptor (SPC-4 6.35.4) of
+// every command: its length, and neither a nominal nor a recommended time
+// (zero: not specified; how long a command takes is the file system's).
+func commandTimeouts() []byte {
 	d := make([]byte, 12)
 	binary.BigEndian.PutUint16(d, 0x0a)
-	binary.BigEndian.PutUint32(d[8:], c.timeout)
 	return d
 }
 
@@ -177,7 +176,7 @@ func reportSupportedOpcodes(cdb []byte) scsiResult {
 			binary.BigEndian.PutUint16(d[2:], c.sa)
 			b = append(b, d...)
 			if rctd {
-				b = append(b, commandTimeout(c)...)
+				b = append(b, commandTimeouts()...)
 			}
 		}
 		binary.BigEndian.PutUint32(b, uint32(len(b)-4))
@@ -201,7 +200,7 @@ func reportSupportedOpcodes(cdb []byte) scsiResult {
 			binary.BigEndian.PutUint16(b[2:], uint16(len(c.usage)))
 			b = append(b, c.usage...)
 			if rctd {
-				b = append(b, commandTimeout(c)...)
+				b = append(b, commandTimeouts()...)
 			}
 			break
 		}
