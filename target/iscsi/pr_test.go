@@ -262,3 +262,46 @@ func TestEngineRemoveInitiatorCoversEveryVolume(t *testing.T) {
 		t.Errorf("keys of volume two: got %x, want [b]", keys)
 	}
 }
+
+// TestEngineReadsReservationsBackAtAdd restarts an engine on the same store:
+// the volume exported again has the registrations and the reservation its
+// initiators made before, and enforces them.
+func TestEngineReadsReservationsBackAtAdd(t *testing.T) {
+	t.Parallel()
+	st := openReservationStore(t, t.TempDir())
+	v, err := st.Get("v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := Export{Name: "v", IQN: "iqn.2026-11.io.drover:v", Path: v.Path, Initiators: []string{testInitiator, testInitiator2}}
+	start := func() *Engine {
+		e, err := New(Config{Listen: "127.0.0.1:0", Logger: testLogger(t), Reservations: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Add(ex); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	unitPR := func(e *Engine) *persistentReservations {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.volumes["v"].unit.pr
+	}
+	e := start()
+	mustPROut(t, unitPR(e), portA1, prOutRegisterIgnore, 0, 0, 0xa)
+	mustPROut(t, unitPR(e), portA1, prOutReserve, prExclusiveAccess, 0xa, 0)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	e = start()
+	defer e.Close()
+	if key, typ, ok := readReservation(t, unitPR(e)); !ok || key != 0xa || typ != prExclusiveAccess {
+		t.Errorf("after the restart: got key %#x type %d reserved %v, want 0xa %d", key, typ, ok, prExclusiveAccess)
+	}
+	if !unitPR(e).conflicts(portB, opRead10) {
+		t.Errorf("after the restart: another initiator's read does not conflict, want a conflict")
+	}
+}
