@@ -18,7 +18,8 @@ import (
 )
 
 // admin runs `volume`, `snapshot`, `snapshot-set` and `session` subcommands
-// against the API.
+// against the API: it reads the flags and the token, then dispatches the
+// verb to its function in adminCommands.
 func admin(ctx context.Context, noun string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintf(stderr, "%s needs a subcommand\n\n%s", noun, usage)
@@ -29,25 +30,8 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 	fs.SetOutput(stderr)
 	endpoint := fs.String("endpoint", "http://127.0.0.1:3261", "drover-target API base URL")
 	tokenFile := fs.String("token-file", "", "file holding the API token (default: $DROVER_STORAGE_TOKEN)")
-	force := fs.Bool("force", false, "volume rm: delete even while initiators are logged in")
-	format := fs.String("format", "", "volume upload: raw or qcow2 (default: detect)")
-	var initiators []string
-	fs.Func("initiator", "volume create: an initiator IQN allowed to log in (repeat for more)", func(s string) error {
-		initiators = append(initiators, s)
-		return nil
-	})
-	labels := map[string]string{}
-	fs.Func("label", "snapshot-set ls: only sets with this label, KEY=VALUE (repeat: all must match)", func(s string) error {
-		k, v, ok := strings.Cut(s, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("%q: give KEY=VALUE, e.g. --label drover.io/vm=web-1", s)
-		}
-		if old, dup := labels[k]; dup && old != v {
-			return fmt.Errorf("%q: label %s is already given as %q", s, k, old)
-		}
-		labels[k] = v
-		return nil
-	})
+	call := adminCall{labels: map[string]string{}}
+	call.defineFlags(fs)
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return errUsage
@@ -61,168 +45,232 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 	if token == "" {
 		return fmt.Errorf("no API token: pass --token-file FILE or set DROVER_STORAGE_TOKEN")
 	}
-	c, err := storage.New(*endpoint, token)
+	if call.c, err = storage.New(*endpoint, token); err != nil {
+		return err
+	}
+	name := noun + " " + verb
+	cmd, ok := adminCommands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", name, usage)
+		return errUsage
+	}
+	if len(pos) != cmd.n && !(cmd.atLeast && len(pos) >= cmd.n) {
+		return fmt.Errorf("%s takes %s, got %d argument(s)", name, cmd.args, len(pos))
+	}
+	call.pos = pos
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	call.out = tw
+	return cmd.run(ctx, call)
+}
+
+// adminCmd is one verb of the admin CLI.
+type adminCmd struct {
+	args    string // what it takes, as its error for a wrong count says
+	n       int    // how many arguments it takes
+	atLeast bool   // n or more
+	run     func(ctx context.Context, a adminCall) error
+}
+
+// adminCommands maps "noun verb" to its command; it is never written.
+var adminCommands = map[string]adminCmd{
+	"volume ls":          {"no arguments", 0, false, volumeList},
+	"volume create":      {"NAME SIZE_MIB", 2, false, volumeCreate},
+	"volume grow":        {"NAME SIZE_MIB", 2, false, volumeGrow},
+	"volume upload":      {"NAME IMAGE_FILE", 2, false, volumeUpload},
+	"volume rm":          {"NAME", 1, false, volumeRemove},
+	"snapshot ls":        {"VOLUME", 1, false, snapshotList},
+	"snapshot create":    {"VOLUME", 1, false, snapshotCreate},
+	"snapshot rm":        {"ID", 1, false, snapshotRemove},
+	"snapshot-set ls":    {"no arguments", 0, false, setList},
+	"snapshot-set label": {"ID KEY=VALUE... (the set's new labels, all of them)", 2, true, setLabel},
+	"snapshot-set rm":    {"ID", 1, false, setRemove},
+	"session ls":         {"no arguments", 0, false, sessionList},
+}
+
+// adminCall is one run of a command: the client, the arguments, the flags
+// and where the output goes.
+type adminCall struct {
+	c   *storage.Client
+	pos []string
+	out io.Writer
+
+	force      bool              // volume rm
+	format     string            // volume upload
+	initiators []string          // volume create
+	labels     map[string]string // snapshot-set ls
+}
+
+// defineFlags defines every command's flags on fs, into a.
+func (a *adminCall) defineFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&a.force, "force", false, "volume rm: delete even while initiators are logged in")
+	fs.StringVar(&a.format, "format", "", "volume upload: raw or qcow2 (default: detect)")
+	fs.Func("initiator", "volume create: an initiator IQN allowed to log in (repeat for more)", func(s string) error {
+		a.initiators = append(a.initiators, s)
+		return nil
+	})
+	fs.Func("label", "snapshot-set ls: only sets with this label, KEY=VALUE (repeat: all must match)", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("%q: give KEY=VALUE, e.g. --label drover.io/vm=web-1", s)
+		}
+		if old, dup := a.labels[k]; dup && old != v {
+			return fmt.Errorf("%q: label %s is already given as %q", s, k, old)
+		}
+		a.labels[k] = v
+		return nil
+	})
+}
+
+const (
+	volumeHeader = "NAME\tSIZE_MIB\tIQN\tLUN\tINITIATORS\tCHAP\tCREATED"
+	snapHeader   = "ID\tVOLUME\tSIZE_MIB\tMETHOD\tCREATED"
+	setHeader    = "ID\tCREATED\tSNAPSHOTS\tMETHOD\tHOLD_MS\tLABELS\tATTACHMENTS"
+)
+
+func volumeList(ctx context.Context, a adminCall) error {
+	vols, err := a.c.ListVolumes(ctx)
 	if err != nil {
 		return err
 	}
-	want := func(n int, names string) error {
-		if len(pos) != n {
-			return fmt.Errorf("%s %s takes %s, got %d argument(s)", noun, verb, names, len(pos))
-		}
-		return nil
-	}
-	sizeArg := func(s string) (int64, error) {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n <= 0 {
-			return 0, fmt.Errorf("SIZE_MIB %q: give a whole number of MiB, at least 1", s)
-		}
-		return n, nil
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
-
-	switch noun + " " + verb {
-	case "volume ls":
-		if err := want(0, "no arguments"); err != nil {
-			return err
-		}
-		vols, err := c.ListVolumes(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(tw, "NAME\tSIZE_MIB\tIQN\tLUN\tINITIATORS\tCHAP\tCREATED")
-		for _, v := range vols {
-			printVolume(tw, v)
-		}
-	case "volume create":
-		if err := want(2, "NAME SIZE_MIB"); err != nil {
-			return err
-		}
-		size, err := sizeArg(pos[1])
-		if err != nil {
-			return err
-		}
-		v, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: pos[0], SizeMiB: size, Initiators: initiators})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(tw, "NAME\tSIZE_MIB\tIQN\tLUN\tINITIATORS\tCHAP\tCREATED")
-		printVolume(tw, v)
-	case "volume grow":
-		if err := want(2, "NAME SIZE_MIB"); err != nil {
-			return err
-		}
-		size, err := sizeArg(pos[1])
-		if err != nil {
-			return err
-		}
-		v, err := c.GrowVolume(ctx, pos[0], size)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(tw, "%s is now %d MiB\n", v.Name, v.SizeMiB)
-	case "volume upload":
-		if err := want(2, "NAME IMAGE_FILE"); err != nil {
-			return err
-		}
-		f, err := os.Open(pos[1])
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := c.UploadVolume(ctx, pos[0], f, *format); err != nil {
-			return err
-		}
-		fmt.Fprintf(tw, "uploaded %s into %s\n", pos[1], pos[0])
-	case "volume rm":
-		if err := want(1, "NAME"); err != nil {
-			return err
-		}
-		if err := c.DeleteVolume(ctx, pos[0], *force); err != nil {
-			return err
-		}
-		fmt.Fprintf(tw, "deleted volume %s\n", pos[0])
-	case "snapshot ls":
-		if err := want(1, "VOLUME"); err != nil {
-			return err
-		}
-		snaps, err := c.ListSnapshots(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(tw, "ID\tVOLUME\tSIZE_MIB\tMETHOD\tCREATED")
-		for _, s := range snaps {
-			printSnapshot(tw, s)
-		}
-	case "snapshot create":
-		if err := want(1, "VOLUME"); err != nil {
-			return err
-		}
-		s, err := c.CreateSnapshot(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(tw, "ID\tVOLUME\tSIZE_MIB\tMETHOD\tCREATED")
-		printSnapshot(tw, s)
-	case "snapshot rm":
-		if err := want(1, "ID"); err != nil {
-			return err
-		}
-		if err := c.DeleteSnapshot(ctx, pos[0]); err != nil {
-			return err
-		}
-		fmt.Fprintf(tw, "deleted snapshot %s\n", pos[0])
-	case "snapshot-set ls":
-		if err := want(0, "no arguments"); err != nil {
-			return err
-		}
-		sets, err := c.ListSnapshotSets(ctx, labels)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(tw, "ID\tCREATED\tSNAPSHOTS\tMETHOD\tHOLD_MS\tLABELS\tATTACHMENTS")
-		for _, s := range sets {
-			printSnapshotSet(tw, s)
-		}
-	case "snapshot-set label":
-		if len(pos) < 2 {
-			return fmt.Errorf("snapshot-set label takes ID KEY=VALUE... (the set's new labels, all of them), got %d argument(s)", len(pos))
-		}
-		labels, err := labelArgs(pos[1:])
-		if err != nil {
-			return err
-		}
-		set, err := c.SetSnapshotSetLabels(ctx, pos[0], labels)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(tw, "ID\tCREATED\tSNAPSHOTS\tMETHOD\tHOLD_MS\tLABELS\tATTACHMENTS")
-		printSnapshotSet(tw, set)
-	case "snapshot-set rm":
-		if err := want(1, "ID"); err != nil {
-			return err
-		}
-		if err := c.DeleteSnapshotSet(ctx, pos[0]); err != nil {
-			return err
-		}
-		fmt.Fprintf(tw, "deleted snapshot set %s and its snapshots\n", pos[0])
-	case "session ls":
-		if err := want(0, "no arguments"); err != nil {
-			return err
-		}
-		ss, err := c.Sessions(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(tw, "VOLUME\tINITIATOR\tREMOTE\tSINCE")
-		for _, s := range ss {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Volume, s.Initiator, s.RemoteAddr, s.Since.Format(time.RFC3339))
-		}
-	default:
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", noun+" "+verb, usage)
-		return errUsage
+	fmt.Fprintln(a.out, volumeHeader)
+	for _, v := range vols {
+		printVolume(a.out, v)
 	}
 	return nil
+}
+
+func volumeCreate(ctx context.Context, a adminCall) error {
+	size, err := sizeArg(a.pos[1])
+	if err != nil {
+		return err
+	}
+	v, err := a.c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: a.pos[0], SizeMiB: size, Initiators: a.initiators})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out, volumeHeader)
+	printVolume(a.out, v)
+	return nil
+}
+
+func volumeGrow(ctx context.Context, a adminCall) error {
+	size, err := sizeArg(a.pos[1])
+	if err != nil {
+		return err
+	}
+	v, err := a.c.GrowVolume(ctx, a.pos[0], size)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "%s is now %d MiB\n", v.Name, v.SizeMiB)
+	return nil
+}
+
+func volumeUpload(ctx context.Context, a adminCall) error {
+	f, err := os.Open(a.pos[1])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := a.c.UploadVolume(ctx, a.pos[0], f, a.format); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "uploaded %s into %s\n", a.pos[1], a.pos[0])
+	return nil
+}
+
+func volumeRemove(ctx context.Context, a adminCall) error {
+	if err := a.c.DeleteVolume(ctx, a.pos[0], a.force); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "deleted volume %s\n", a.pos[0])
+	return nil
+}
+
+func snapshotList(ctx context.Context, a adminCall) error {
+	snaps, err := a.c.ListSnapshots(ctx, a.pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out, snapHeader)
+	for _, s := range snaps {
+		printSnapshot(a.out, s)
+	}
+	return nil
+}
+
+func snapshotCreate(ctx context.Context, a adminCall) error {
+	s, err := a.c.CreateSnapshot(ctx, a.pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out, snapHeader)
+	printSnapshot(a.out, s)
+	return nil
+}
+
+func snapshotRemove(ctx context.Context, a adminCall) error {
+	if err := a.c.DeleteSnapshot(ctx, a.pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "deleted snapshot %s\n", a.pos[0])
+	return nil
+}
+
+func setList(ctx context.Context, a adminCall) error {
+	sets, err := a.c.ListSnapshotSets(ctx, a.labels)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out, setHeader)
+	for _, s := range sets {
+		printSnapshotSet(a.out, s)
+	}
+	return nil
+}
+
+func setLabel(ctx context.Context, a adminCall) error {
+	labels, err := labelArgs(a.pos[1:])
+	if err != nil {
+		return err
+	}
+	set, err := a.c.SetSnapshotSetLabels(ctx, a.pos[0], labels)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out, setHeader)
+	printSnapshotSet(a.out, set)
+	return nil
+}
+
+func setRemove(ctx context.Context, a adminCall) error {
+	if err := a.c.DeleteSnapshotSet(ctx, a.pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "deleted snapshot set %s and its snapshots\n", a.pos[0])
+	return nil
+}
+
+func sessionList(ctx context.Context, a adminCall) error {
+	ss, err := a.c.Sessions(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out, "VOLUME\tINITIATOR\tREMOTE\tSINCE")
+	for _, s := range ss {
+		fmt.Fprintf(a.out, "%s\t%s\t%s\t%s\n", s.Volume, s.Initiator, s.RemoteAddr, s.Since.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// sizeArg reads a SIZE_MIB argument.
+func sizeArg(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("SIZE_MIB %q: give a whole number of MiB, at least 1", s)
+	}
+	return n, nil
 }
 
 // labelArgs reads KEY=VALUE arguments; a key may be given once.
