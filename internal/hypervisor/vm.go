@@ -399,37 +399,21 @@ func (n NIC) iface() libvirtxml.DomainInterface {
 // portal, an interface that is neither on a network nor on a bridge), so
 // nothing is silently dropped. Placement, AllowRestart, Managed and the
 // volume names come from Drover's metadata; a domain without it parses with
-// them empty.
+// them empty. It mirrors the builder (domain): one reader per part, as
+// parseBoot reads what Boot.os writes, parseDisk what Storage.disk and
+// Storage.cdrom write, parseNIC what NIC.iface writes.
 func ParseVM(domainXML string) (VM, error) {
 	var dom libvirtxml.Domain
 	if err := dom.Unmarshal(domainXML); err != nil {
 		return VM{}, fmt.Errorf("parse domain XML: %w", err)
 	}
-	vm := VM{Name: dom.Name, UUID: dom.UUID, Type: dom.Type}
 	fail := func(format string, args ...any) (VM, error) {
 		return VM{}, fmt.Errorf("domain %s: %s", dom.Name, fmt.Sprintf(format, args...))
 	}
-
-	if dom.Memory != nil {
-		vm.MaxMemoryMiB = toMiB(dom.Memory.Value, dom.Memory.Unit)
-		vm.MemoryMiB = vm.MaxMemoryMiB
-	}
-	if dom.CurrentMemory != nil {
-		vm.MemoryMiB = toMiB(dom.CurrentMemory.Value, dom.CurrentMemory.Unit)
-	}
-	if dom.VCPU != nil {
-		vm.MaxVCPUs = int(dom.VCPU.Value)
-		vm.VCPUs = vm.MaxVCPUs
-		if dom.VCPU.Current != 0 {
-			vm.VCPUs = int(dom.VCPU.Current)
-		}
-	}
-	if o := dom.OS; o != nil {
-		vm.Boot = Boot{Firmware: FirmwareBIOS, Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline}
-		if o.Firmware == "efi" || (o.Loader != nil && o.Loader.Type == "pflash") {
-			vm.Boot.Firmware = FirmwareUEFI
-		}
-	}
+	vm := VM{Name: dom.Name, UUID: dom.UUID, Type: dom.Type}
+	vm.MemoryMiB, vm.MaxMemoryMiB = parseMemory(dom.Memory, dom.CurrentMemory)
+	vm.VCPUs, vm.MaxVCPUs = parseVCPUs(dom.VCPU)
+	vm.Boot = parseBoot(dom.OS)
 
 	meta, err := parseMetadata(dom.Metadata)
 	if err != nil {
@@ -440,72 +424,153 @@ func ParseVM(domainXML string) (VM, error) {
 	if p := meta.Placement; p != nil {
 		vm.Placement = Placement{Host: p.Host, PreferredHosts: p.Preferred, SpreadGroup: p.SpreadGroup}
 	}
-	volumes := map[string]string{}
-	for _, d := range meta.Disks {
-		volumes[d.Target] = d.Volume
-	}
 
 	if dom.Devices == nil {
 		return vm, nil
 	}
 	for _, d := range dom.Devices.Disks {
-		target := ""
-		if d.Target != nil {
-			target = d.Target.Dev
-		}
-		src, err := parseSource(d)
-		if err != nil {
-			return fail("disk %s: %v", target, err)
-		}
-		iqn, lun, err := splitLUN(src.Name)
-		if err != nil {
-			return fail("disk %s: %v", target, err)
-		}
-		if vm.Storage.Portal == "" {
-			vm.Storage = storageOf(src, d.Auth)
-		}
-		switch d.Device {
-		case "cdrom":
-			c := &CDROM{IQN: iqn, LUN: lun, Bus: "ide"}
-			if d.Target != nil && d.Target.Bus != "" {
-				c.Bus = d.Target.Bus
-			}
-			if meta.CloudInit != nil {
-				c.Volume = meta.CloudInit.Volume
-			}
-			vm.CloudInit = c
-		case "disk", "":
-			vm.Disks = append(vm.Disks, Disk{Volume: volumes[target], IQN: iqn, LUN: lun, Target: target})
-		default:
-			return fail("disk %s: device %q is not supported", target, d.Device)
+		if err := vm.parseDisk(d, meta); err != nil {
+			return fail("disk %s: %v", targetOf(d), err)
 		}
 	}
 	for i, ifc := range dom.Devices.Interfaces {
-		var n NIC
-		switch {
-		case ifc.Source != nil && ifc.Source.Network != nil:
-			n.Network = ifc.Source.Network.Network
-		case ifc.Source != nil && ifc.Source.Bridge != nil:
-			n.Bridge = ifc.Source.Bridge.Bridge
-		default:
-			return fail("network interface %d is neither on a network nor on a bridge", i+1)
-		}
-		if ifc.MAC != nil {
-			n.MAC = ifc.MAC.Address
+		n, err := parseNIC(ifc)
+		if err != nil {
+			return fail("network interface %d %v", i+1, err)
 		}
 		vm.NICs = append(vm.NICs, n)
 	}
-	for _, s := range dom.Devices.Serials {
-		if s.Log != nil && s.Log.File != "" {
-			vm.ConsoleLog = s.Log.File
-			break
-		}
-		if s.Source != nil && s.Source.File != nil { // a file console, as older Drover wrote
-			vm.ConsoleLog = s.Source.File.Path
-			break
+	vm.ConsoleLog = parseConsoleLog(dom.Devices.Serials)
+	return vm, nil
+}
+
+// parseMemory reads the memory (current, maximum) in MiB; without a
+// current size the VM has its maximum.
+func parseMemory(maxMem *libvirtxml.DomainMemory, cur *libvirtxml.DomainCurrentMemory) (memMiB, maxMiB int64) {
+	if maxMem != nil {
+		maxMiB = toMiB(maxMem.Value, maxMem.Unit)
+		memMiB = maxMiB
+	}
+	if cur != nil {
+		memMiB = toMiB(cur.Value, cur.Unit)
+	}
+	return memMiB, maxMiB
+}
+
+// parseVCPUs reads the vCPUs (current, maximum).
+func parseVCPUs(v *libvirtxml.DomainVCPU) (vcpus, maxVCPUs int) {
+	if v == nil {
+		return 0, 0
+	}
+	maxVCPUs = int(v.Value)
+	vcpus = maxVCPUs
+	if v.Current != 0 {
+		vcpus = int(v.Current)
+	}
+	return vcpus, maxVCPUs
+}
+
+// parseBoot reads what Boot.os writes.
+func parseBoot(o *libvirtxml.DomainOS) Boot {
+	if o == nil {
+		return Boot{}
+	}
+	b := Boot{Firmware: FirmwareBIOS, Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline}
+	if o.Firmware == "efi" || (o.Loader != nil && o.Loader.Type == "pflash") {
+		b.Firmware = FirmwareUEFI
+	}
+	return b
+}
+
+// diskDevices maps a disk's device kind to what reads it into the VM: what
+// Storage.disk and Storage.cdrom write.
+var diskDevices = map[string]func(vm *VM, d libvirtxml.DomainDisk, iqn string, lun uint64, meta metadataXML){
+	"disk":  addDisk,
+	"":      addDisk, // libvirt's default device is a disk
+	"cdrom": addCDROM,
+}
+
+// parseDisk reads one iSCSI disk of the domain into vm; the first one tells
+// how the host reaches the portal.
+func (vm *VM) parseDisk(d libvirtxml.DomainDisk, meta metadataXML) error {
+	src, err := parseSource(d)
+	if err != nil {
+		return err
+	}
+	iqn, lun, err := splitLUN(src.Name)
+	if err != nil {
+		return err
+	}
+	add, ok := diskDevices[d.Device]
+	if !ok {
+		return fmt.Errorf("device %q is not supported", d.Device)
+	}
+	if vm.Storage.Portal == "" {
+		vm.Storage = storageOf(src, d.Auth)
+	}
+	add(vm, d, iqn, lun, meta)
+	return nil
+}
+
+func addDisk(vm *VM, d libvirtxml.DomainDisk, iqn string, lun uint64, meta metadataXML) {
+	target := targetOf(d)
+	volume := ""
+	for _, ref := range meta.Disks {
+		if ref.Target == target {
+			volume = ref.Volume
 		}
 	}
-	return vm, nil
+	vm.Disks = append(vm.Disks, Disk{Volume: volume, IQN: iqn, LUN: lun, Target: target})
+}
+
+func addCDROM(vm *VM, d libvirtxml.DomainDisk, iqn string, lun uint64, meta metadataXML) {
+	c := &CDROM{IQN: iqn, LUN: lun, Bus: "ide"}
+	if d.Target != nil && d.Target.Bus != "" {
+		c.Bus = d.Target.Bus
+	}
+	if meta.CloudInit != nil {
+		c.Volume = meta.CloudInit.Volume
+	}
+	vm.CloudInit = c
+}
+
+// targetOf is the disk's guest device, such as vda.
+func targetOf(d libvirtxml.DomainDisk) string {
+	if d.Target == nil {
+		return ""
+	}
+	return d.Target.Dev
+}
+
+// parseNIC reads what NIC.iface writes.
+func parseNIC(ifc libvirtxml.DomainInterface) (NIC, error) {
+	var n NIC
+	switch {
+	case ifc.Source != nil && ifc.Source.Network != nil:
+		n.Network = ifc.Source.Network.Network
+	case ifc.Source != nil && ifc.Source.Bridge != nil:
+		n.Bridge = ifc.Source.Bridge.Bridge
+	default:
+		return n, errors.New("is neither on a network nor on a bridge")
+	}
+	if ifc.MAC != nil {
+		n.MAC = ifc.MAC.Address
+	}
+	return n, nil
+}
+
+// parseConsoleLog reads the file the serial console logs to: a log of a
+// pty console, as domain writes, or a file console, as older Drover wrote.
+func parseConsoleLog(serials []libvirtxml.DomainSerial) string {
+	for _, s := range serials {
+		if s.Log != nil && s.Log.File != "" {
+			return s.Log.File
+		}
+		if s.Source != nil && s.Source.File != nil {
+			return s.Source.File.Path
+		}
+	}
+	return ""
 }
 
 // parseSource returns the iSCSI source of a disk.
