@@ -57,15 +57,22 @@ func backupEnv(t *testing.T, q *stiller) (testEnv, string) {
 	return e, loc.Domain.UUID
 }
 
+// cut backs up the VM id of e.
+func cut(t *testing.T, e testEnv, id string) Backup {
+	t.Helper()
+	b, err := e.c.Cut(context.Background(), id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestABackupCutsEveryDiskWithTheDefinitionAndThePause(t *testing.T) {
 	t.Parallel()
 	q := &stiller{held: 42 * time.Millisecond}
 	e, id := backupEnv(t, q)
 	ctx := context.Background()
-	b, err := e.c.Cut(ctx, id, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := cut(t, e, id)
 	if b.Unreleased != "" || len(q.asked) != 1 {
 		t.Errorf("unreleased %q, stilled %v; want the VM stilled once and released", b.Unreleased, q.asked)
 	}
@@ -96,10 +103,7 @@ func TestABackupWhoseGuestStaysStilledSaysWhatToDo(t *testing.T) {
 	t.Parallel()
 	q := &stiller{thawErr: errors.New("agent gone")}
 	e, id := backupEnv(t, q)
-	b, err := e.c.Cut(context.Background(), id, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := cut(t, e, id)
 	for _, w := range []string{"was made", "db on host alpha could not be released", "agent gone", "virsh resume db"} {
 		if !strings.Contains(b.Unreleased, w) {
 			t.Errorf("unreleased = %q, want it to contain %q", b.Unreleased, w)
@@ -125,10 +129,7 @@ func TestAnExportHasEveryFileWithItsChecksum(t *testing.T) {
 	t.Parallel()
 	e, id := backupEnv(t, &stiller{})
 	ctx := context.Background()
-	b, err := e.c.Cut(ctx, id, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := cut(t, e, id)
 	dir := filepath.Join(t.TempDir(), "export")
 	if err := CheckExportPath(dir); err != nil {
 		t.Fatal(err)
@@ -166,10 +167,7 @@ func TestAFailedExportLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
 	e, id := backupEnv(t, &stiller{})
 	ctx := context.Background()
-	b, err := e.c.Cut(ctx, id, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := cut(t, e, id)
 	dir := filepath.Join(t.TempDir(), "export")
 	bad := b
 	bad.Set.Snapshots = append(bad.Set.Snapshots, wire.Snapshot{ID: "no-such-snapshot", Volume: "ghost"})
@@ -195,24 +193,16 @@ func TestAFailedMoveSaysTheVMIsStillOnItsSource(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, false)
 	ctx := context.Background()
-	spec := VMSpec{VM: vm("web", 256), Running: true}
-	spec.VM.Placement.Host = "alpha"
-	loc, err := e.c.Create(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.VM.UUID = loc.Domain.UUID
+	spec := e.pinned(t, VMSpec{VM: vm("web", 256), Running: true}, "alpha", true)
 	want := spec
 	want.VM.Placement.Host = "beta"
 	e.c.hosts.Migrator = failingMigrator{e.hosts}
-	_, err = e.c.Update(ctx, spec, want, "beta", time.Second)
+	_, err := e.c.Update(ctx, spec, want, "beta", time.Second)
 	for _, w := range []string{"move VM web from alpha to beta (pin changed)", "connection to beta lost",
 		"It is still running on alpha; nothing was moved"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("got %v, want it to contain %q", err, w)
 		}
 	}
-	if got := e.where(t, "web"); len(got) != 1 || got[0] != "alpha" {
-		t.Errorf("the VM is on %v, want alpha", got)
-	}
+	e.wantOn(t, "web", "alpha")
 }

@@ -2,37 +2,17 @@ package cluster
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
+	"github.com/drover/terraform-provider-drover/internal/hypervisor/hypervisortest"
 	"github.com/drover/terraform-provider-drover/internal/placement"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
 )
-
-// testNode is a libvirt test-driver node: a fake host of 6 CPUs and 4 GiB
-// that lives in this process only.
-const testNode = `<node>
-  <cpu><mhz>2000</mhz><model>i686</model><active>6</active><total>6</total>
-    <nodes>1</nodes><sockets>1</sockets><cores>3</cores><threads>2</threads></cpu>
-  <memory>4194304</memory>
-</node>`
-
-// newTestHost writes a test-driver node file and returns its URI: each URI
-// is a host of its own.
-func newTestHost(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "node.xml")
-	if err := os.WriteFile(path, []byte(testNode), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return "test://" + path
-}
 
 // secretless is the test driver as a host: libvirt's test driver keeps no
 // secrets, so Drover's CHAP secret is recorded here instead.
@@ -80,7 +60,7 @@ func newEnv(t *testing.T, withStorage bool, opts ...envOption) testEnv {
 	pool := hypervisor.NewPool(hypervisor.Options{ConnectTimeout: time.Second})
 	t.Cleanup(func() { pool.Close() })
 	e := testEnv{hosts: &secretless{Pool: pool, secrets: map[string]string{}},
-		uri: map[string]string{"alpha": newTestHost(t), "beta": newTestHost(t)}}
+		uri: map[string]string{"alpha": hypervisortest.NewHost(t), "beta": hypervisortest.NewHost(t)}}
 	cfg := Config{Placement: PlacementConfig{Strategy: placement.Spread, MigrationsPerHost: 2}}
 	for _, name := range []string{"alpha", "beta"} {
 		cfg.Hosts = append(cfg.Hosts, HostConfig{Name: name, URI: e.uri[name], ReservedMemoryMiB: 512,
@@ -109,17 +89,36 @@ func vm(name string, memMiB int64) hypervisor.VM {
 		Boot: hypervisor.Boot{Firmware: hypervisor.FirmwareBIOS}}
 }
 
-// where lists the hosts the VM is defined on, sorted.
-func (e testEnv) where(t *testing.T, name string) []string {
+// wantOn fails the test unless the VM is defined on exactly the hosts
+// (none: nowhere), as libvirt tells.
+func (e testEnv) wantOn(t *testing.T, name string, hosts ...string) {
 	t.Helper()
 	locs, err := e.hosts.Locate(context.Background(), e.uri, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
+	var got []string
 	for _, l := range locs {
-		out = append(out, l.Host)
+		got = append(got, l.Host)
 	}
-	slices.Sort(out)
-	return out
+	slices.Sort(got)
+	if !slices.Equal(got, hosts) {
+		t.Errorf("VM %s is defined on %v, want %v", name, got, hosts)
+	}
+}
+
+// pinned creates the VM of spec on host and returns its spec with its
+// UUID, unpinned unless keepPin.
+func (e testEnv) pinned(t *testing.T, spec VMSpec, host string, keepPin bool) VMSpec {
+	t.Helper()
+	spec.VM.Placement.Host = host
+	loc, err := e.c.Create(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.VM.UUID = loc.Domain.UUID
+	if !keepPin {
+		spec.VM.Placement.Host = ""
+	}
+	return spec
 }

@@ -48,9 +48,7 @@ func TestAPinnedVMGoesToItsHost(t *testing.T) {
 		if _, err := e.c.Create(ctx, VMSpec{VM: v}); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.where(t, name); !slices.Equal(got, []string{"beta"}) {
-			t.Errorf("VM %s is on %v, want beta, its pin", name, got)
-		}
+		e.wantOn(t, name, "beta")
 	}
 }
 
@@ -65,9 +63,7 @@ func TestCreateRefusesANameThatIsTaken(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "already defined on beta: import it") {
 		t.Errorf("got %v, want the conflict named with its host", err)
 	}
-	if got := e.where(t, "taken"); !slices.Equal(got, []string{"beta"}) {
-		t.Errorf("the VM is on %v after the refusal, want beta only", got)
-	}
+	e.wantOn(t, "taken", "beta")
 }
 
 func TestCreateWithDisksNeedsStorage(t *testing.T) {
@@ -78,9 +74,7 @@ func TestCreateWithDisksNeedsStorage(t *testing.T) {
 	if _, err := e.c.Create(context.Background(), VMSpec{VM: v}); !errors.Is(err, ErrNoStorage) {
 		t.Errorf("got %v, want ErrNoStorage", err)
 	}
-	if got := e.where(t, "disky"); len(got) != 0 {
-		t.Errorf("the VM was defined on %v", got)
-	}
+	e.wantOn(t, "disky")
 }
 
 func TestAVMTooLargeForEveryHostIsRefusedNamingWhatEachHolds(t *testing.T) {
@@ -208,13 +202,7 @@ func TestAStoppedVMMovesColdOffAHostInMaintenance(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, false)
 	ctx := context.Background()
-	spec := VMSpec{VM: vm("db", 512)}
-	spec.VM.Placement.Host = "alpha"
-	loc, err := e.c.Create(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.VM.UUID, spec.VM.Placement.Host = loc.Domain.UUID, ""
+	spec := e.pinned(t, VMSpec{VM: vm("db", 512)}, "alpha", false)
 
 	// The same hosts, alpha now in maintenance: the next apply's cluster.
 	c := New(withHosts(e.c.cfg, inMaintenance("alpha")), e.c.access, e.c.hosts, e.c.storage, nil)
@@ -226,32 +214,25 @@ func TestAStoppedVMMovesColdOffAHostInMaintenance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Host != "beta" || !slices.Equal(e.where(t, "db"), []string{"beta"}) {
-		t.Errorf("after the update it is on %s (%v), want beta only", after.Host, e.where(t, "db"))
+	if after.Host != "beta" {
+		t.Errorf("after the update it is on %s, want beta", after.Host)
 	}
+	e.wantOn(t, "db", "beta")
 }
 
 func TestAnApplyRefusesAMoveThePlanDidNotShow(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, false)
 	ctx := context.Background()
-	spec := VMSpec{VM: vm("db", 512)}
-	spec.VM.Placement.Host = "alpha"
-	loc, err := e.c.Create(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.VM.UUID = loc.Domain.UUID
+	spec := e.pinned(t, VMSpec{VM: vm("db", 512)}, "alpha", true)
 	want := spec
 	want.VM.Placement.Host = ""
 	c := New(withHosts(e.c.cfg, inMaintenance("alpha")), e.c.access, e.c.hosts, e.c.storage, nil)
-	_, err = c.Update(ctx, spec, want, "alpha", time.Second)
+	_, err := c.Update(ctx, spec, want, "alpha", time.Second)
 	if err == nil || !strings.Contains(err.Error(), "was planned on alpha, but the cluster changed since the plan") {
 		t.Errorf("got %v, want the changed cluster named", err)
 	}
-	if got := e.where(t, "db"); !slices.Equal(got, []string{"alpha"}) {
-		t.Errorf("the VM is on %v, want alpha: nothing moves", got)
-	}
+	e.wantOn(t, "db", "alpha")
 }
 
 func TestDeleteRemovesTheVMAndItsSeedButNotItsDisks(t *testing.T) {
@@ -271,9 +252,7 @@ func TestDeleteRemovesTheVMAndItsSeedButNotItsDisks(t *testing.T) {
 	if err := e.c.Delete(ctx, loc.Domain.UUID, "web1", time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.where(t, "web1"); len(got) != 0 {
-		t.Errorf("the VM is still on %v", got)
-	}
+	e.wantOn(t, "web1")
 	if _, err := e.client.GetVolume(ctx, "web1-seed"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("seed volume: %v, want it gone", err)
 	}

@@ -3,32 +3,17 @@ package hypervisor
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"libvirt.org/go/libvirt"
+
+	"github.com/drover/terraform-provider-drover/internal/hypervisor/hypervisortest"
 )
 
-// testNode is a libvirt test-driver node: a fake host of 6 CPUs and 4 GiB
-// that lives in this process only.
-const testNode = `<node>
-  <cpu><mhz>2000</mhz><model>i686</model><active>6</active><total>6</total>
-    <nodes>1</nodes><sockets>1</sockets><cores>3</cores><threads>2</threads></cpu>
-  <memory>4194304</memory>
-</node>`
-
-// newTestHost writes a test-driver node file and returns its URI. Each URI is
-// a host of its own, so tests do not see each other's domains.
-func newTestHost(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "node.xml")
-	if err := os.WriteFile(path, []byte(testNode), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return "test://" + path
-}
+// newTestHost returns the URI of a test-driver host of its own (6 CPUs,
+// 4 GiB).
+func newTestHost(t *testing.T) string { return hypervisortest.NewHost(t) }
 
 // defineTestDomain defines a domain through libvirt itself, bypassing the
 // code under test, and starts it when running is set.

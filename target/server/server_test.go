@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -153,7 +152,7 @@ func TestAFailedStartLeavesNothingRunning(t *testing.T) {
 func TestRunStopsWhenTheContextEnds(t *testing.T) {
 	t.Parallel()
 	cfg := config(t, t.TempDir(), apitest.NewExporter())
-	cfg.APIListen = freeAddr(t)
+	cfg.APIListen = apitest.FreeAddr(t)
 	health := func() error {
 		resp, err := http.Get("http://" + cfg.APIListen + "/v1/health")
 		if err != nil {
@@ -200,17 +199,6 @@ func TestRunStopsWhenTheContextEnds(t *testing.T) {
 	if err := health(); err == nil {
 		t.Error("the API still answers after Run returned")
 	}
-}
-
-// freeAddr is a loopback address with a port nobody listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func TestMaxHoldBoundsTheWriteHoldOfASnapshot(t *testing.T) {

@@ -3,6 +3,7 @@ package apitest
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http/httptest"
 	"slices"
 	"sort"
@@ -193,4 +194,16 @@ func New(t testing.TB) *Server {
 		st.Close()
 	})
 	return &Server{Server: srv, API: a, Store: st, Exporter: ex}
+}
+
+// FreeAddr is a loopback address with a port nobody listens on now, for a
+// server a test starts on an address it must know beforehand.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

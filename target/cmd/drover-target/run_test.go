@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -253,16 +252,6 @@ func TestServeTakesMaxHoldFromTheFlagOrTheConfigFile(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func TestServeRunsUntilTheContextEndsAndReadsAConfigFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -270,7 +259,7 @@ func TestServeRunsUntilTheContextEndsAndReadsAConfigFile(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("serve-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	apiAddr := freePort(t)
+	apiAddr := apitest.FreeAddr(t)
 	config := filepath.Join(dir, "drover-target.json")
 	cfg := `{"data_dir":"` + filepath.Join(dir, "data") + `","api_listen":"` + apiAddr + `","token_file":"` + tokenFile + `","max_hold":"30s","log_level":"warn"}`
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
@@ -280,7 +269,7 @@ func TestServeRunsUntilTheContextEndsAndReadsAConfigFile(t *testing.T) {
 	done := make(chan error, 1)
 	var out, errOut bytes.Buffer
 	go func() {
-		done <- run(ctx, []string{"serve", "--config", config, "--iscsi-listen", freePort(t)}, env(nil), &out, &errOut)
+		done <- run(ctx, []string{"serve", "--config", config, "--iscsi-listen", apitest.FreeAddr(t)}, env(nil), &out, &errOut)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
