@@ -146,6 +146,9 @@ func (l *login) run() (*session, error) {
 				return nil, err
 			}
 			l.e.metrics.countRefused(refusedSegmentTooLong)
+			if p.opcode() != opLoginReq {
+				return nil, fmt.Errorf("opcode %#x during login: %w", p.opcode(), err)
+			}
 			err = refuse(loginInitiatorError, "login pdu: %v", err)
 		case p.opcode() != opLoginReq:
 			return nil, fmt.Errorf("opcode %#x during login", p.opcode())
