@@ -42,8 +42,6 @@ type pdu struct {
 }
 
 func (p *pdu) opcode() byte       { return p.bhs[0] & 0x3f }
-func (p *pdu) immediate() bool    { return p.bhs[0]&flagImmedate != 0 }
-func (p *pdu) final() bool        { return p.bhs[1]&flagFinal != 0 }
 func (p *pdu) itt() uint32        { return p.u32(16) }
 func (p *pdu) u32(off int) uint32 { return binary.BigEndian.Uint32(p.bhs[off:]) }
 func (p *pdu) u16(off int) uint16 { return binary.BigEndian.Uint16(p.bhs[off:]) }
@@ -56,8 +54,6 @@ func (p *pdu) put16(off int, v uint16) {
 
 // cmdSN and expStatSN sit at the same offsets in every initiator PDU that has them.
 func (p *pdu) cmdSN() uint32 { return p.u32(24) }
-
-func (p *pdu) lun() uint64 { return binary.BigEndian.Uint64(p.bhs[8:16]) }
 
 // errSegmentTooLong is a PDU announcing a data segment longer than the
 // receiver may take at that point of the protocol; its payload is not read.
