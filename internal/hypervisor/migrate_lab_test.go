@@ -13,17 +13,17 @@ import (
 	"github.com/drover/terraform-provider-drover/internal/lab"
 )
 
-// labInfo returns the running lab when DROVER_LAB=1 is set and skips the test
-// otherwise. With DROVER_LAB=1 and no lab, the test fails: a missing lab must
-// not pass as a green run.
+// labInfo returns the running lab when TF_ACC is set (make testacc sets it,
+// as for every lab test) and skips the test otherwise. With TF_ACC and no
+// lab, the test fails: a missing lab must not pass as a green run.
 func labInfo(t *testing.T) lab.Info {
 	t.Helper()
-	if os.Getenv("DROVER_LAB") != "1" {
-		t.Skip("set DROVER_LAB=1 to run against the lab (make lab)")
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("set TF_ACC=1 to run against the lab (make testacc)")
 	}
 	info, err := lab.Find()
 	if err != nil {
-		t.Fatalf("DROVER_LAB=1 but no lab: %v", err)
+		t.Fatalf("TF_ACC is set but there is no lab: %v", err)
 	}
 	return info
 }

@@ -136,8 +136,8 @@ func TestFindWithoutLabSaysHowToStartIt(t *testing.T) {
 // TestAccLabUpIsIdempotent runs against the lab that `make testacc` started:
 // a second Up finds every process running and changes none of them.
 func TestAccLabUpIsIdempotent(t *testing.T) {
-	if os.Getenv("DROVER_LAB") == "" {
-		t.Skip("set DROVER_LAB=1 (make testacc) to run against the lab")
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("set TF_ACC=1 (make testacc) to run against the lab")
 	}
 	root, err := RepoRoot()
 	if err != nil {
