@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/iscsi"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -40,6 +41,9 @@ type EngineConfig struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Logins     LoginLimits
+	// Reservations keeps the volumes' persistent reservations (the store),
+	// so that they survive a restart.
+	Reservations iscsi.ReservationStore
 }
 
 // LoginLimits bound the connections that have not finished logging in
@@ -164,7 +168,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.engine, err = cfg.NewEngine(EngineConfig{Listen: cfg.ISCSIListen, Logger: cfg.Logger, Registerer: s.registry, Logins: cfg.Logins})
+	s.engine, err = cfg.NewEngine(EngineConfig{Listen: cfg.ISCSIListen, Logger: cfg.Logger, Registerer: s.registry, Logins: cfg.Logins, Reservations: s.store})
 	if err != nil {
 		return nil, fmt.Errorf("start iSCSI engine on %s: %w", cfg.ISCSIListen, err)
 	}

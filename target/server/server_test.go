@@ -14,7 +14,9 @@ import (
 
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/iscsi"
 	"github.com/drover/terraform-provider-drover/target/server"
+	"github.com/drover/terraform-provider-drover/target/store"
 )
 
 const token = "server-test-token"
@@ -232,5 +234,40 @@ func TestTheRealISCSIEngineServesNewVolumes(t *testing.T) {
 	call(t, s, "DELETE", "/v1/volumes/real", "", http.StatusNoContent)
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
+	}
+}
+
+// TestTheEngineKeepsReservationsInTheStore: the daemon hands the iSCSI
+// engine its store for persistent reservations, so what the engine keeps
+// there is found again by the engine of the next start on the same data.
+func TestTheEngineKeepsReservationsInTheStore(t *testing.T) {
+	dir := t.TempDir()
+	var got iscsi.ReservationStore
+	cfg := config(t, dir, apitest.NewExporter())
+	cfg.NewEngine = func(c server.EngineConfig) (server.Exporter, error) {
+		got = c.Reservations
+		return apitest.NewExporter(), nil
+	}
+	s := start(t, cfg)
+	if got == nil {
+		t.Fatal("the engine was given no store for persistent reservations")
+	}
+	call(t, s, "POST", "/v1/volumes", `{"name":"db","size_mib":8}`, http.StatusCreated)
+	want := store.Reservations{Generation: 3, Registrations: []store.Registration{{Port: "iqn.2000-01.lab:alpha,i,0x23d000000001", Key: 7}}}
+	if err := got.PutReservations("db", want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	got = nil
+	start(t, cfg)
+	r, err := got.Reservations("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Generation != 3 || len(r.Registrations) != 1 || r.Registrations[0] != want.Registrations[0] {
+		t.Errorf("after a restart the engine finds %+v, want %+v", r, want)
 	}
 }
