@@ -192,9 +192,6 @@ func New(cfg Config, access Access, hosts Hosts, st Storage, log Logger) *Cluste
 		placer: NewPlacer(cfg.Placement.MigrationsPerHost), log: log}
 }
 
-// Config is the cluster's configuration.
-func (c *Cluster) Config() Config { return c.cfg }
-
 // Hosts are the hypervisor sides of the cluster.
 func (c *Cluster) Hosts() Hosts { return c.hosts }
 
