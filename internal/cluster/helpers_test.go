@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,4 +122,14 @@ func (e testEnv) pinned(t *testing.T, spec VMSpec, host string, keepPin bool) VM
 		spec.VM.Placement.Host = ""
 	}
 	return spec
+}
+
+// wantErr fails the test unless err says every one of want.
+func wantErr(t *testing.T, err error, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("got error %v, want one that says %q", err, w)
+		}
+	}
 }
