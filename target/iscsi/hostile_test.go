@@ -139,7 +139,7 @@ func inquire(t *testing.T, e *Engine, ex Export) time.Duration {
 // probe runs attack (which should return once it has done its damage or
 // ctx-like stop is closed) while watching memory, and logs in legitimately
 // once the attack has started.
-func probe(t *testing.T, name string, attack func(e *Engine, stop <-chan struct{}, started func())) {
+func probe(t *testing.T, name string, attack func(addr string, stop <-chan struct{}, started func())) {
 	t.Helper()
 	e, _ := startEngine(t)
 	ex := exportVolume(t, e, "hostile", 16<<20, testInitiator)
@@ -152,7 +152,7 @@ func probe(t *testing.T, name string, attack func(e *Engine, stop <-chan struct{
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		attack(e, stop, func() { once.Do(func() { close(started) }) })
+		attack(portal(e), stop, func() { once.Do(func() { close(started) }) })
 	}()
 	select {
 	case <-started:
@@ -180,9 +180,9 @@ func probe(t *testing.T, name string, attack func(e *Engine, stop <-chan struct{
 // other than the lab's 127.0.0.2 and .3), as a hostile client on the
 // storage network would: an initiator's own address at its pending-login
 // bound has its new logins refused.
-func dialProbe(e *Engine, i int) (net.Conn, error) {
+func dialProbe(addr string, i int) (net.Conn, error) {
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(20+i%20))}}
-	return d.Dial("tcp", portal(e))
+	return d.Dial("tcp", addr)
 }
 
 // loginHeader is a Login Request BHS announcing dlen bytes of data.
@@ -227,56 +227,13 @@ func randomChunk(seed uint64, size int) []byte {
 func TestRandomBytesFromManyConnectionsLeaveNoMemoryBehind(t *testing.T) {
 	const conns, parallel = 200, 20
 	noise := randomChunk(1, 1<<20)
-	probe(t, "200 connections of random bytes", func(e *Engine, stop <-chan struct{}, started func()) {
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, parallel)
-		for i := 0; i < conns; i++ {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				c, err := dialProbe(e, i)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				// Each connection starts with its own random header; the
-				// rest is shared noise.
-				c.Write(randomChunk(uint64(i)+2, bhsLen))
-				sendUntilRefused(c, noise, len(noise))
-			}()
-			if i == parallel {
-				started()
-			}
-		}
-		wg.Wait()
-	})
+	probe(t, "200 connections of random bytes", randomBytesAttack(conns, parallel, noise))
 }
 
 func TestLoginHeadersAnnouncingHugeSegmentsAreRefusedUnread(t *testing.T) {
 	const conns = 32
 	chunk := make([]byte, 1<<20)
-	probe(t, "32 login headers announcing 16 MiB", func(e *Engine, stop <-chan struct{}, started func()) {
-		var wg sync.WaitGroup
-		for i := 0; i < conns; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := dialProbe(e, i)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				if _, err := c.Write(loginHeader(1<<24-1, false)); err != nil {
-					return
-				}
-				sendUntilRefused(c, chunk, 15<<20) // most of the 16 MiB
-			}()
-		}
-		started()
-		wg.Wait()
-	})
+	probe(t, "32 login headers announcing 16 MiB", hugeSegmentsAttack(conns, chunk))
 }
 
 func TestLoginTextInHugeContinuationsIsRefused(t *testing.T) {
@@ -284,30 +241,7 @@ func TestLoginTextInHugeContinuationsIsRefused(t *testing.T) {
 	for i := range chunk {
 		chunk[i] = 'k'
 	}
-	probe(t, "login text in 16 MiB continuations", func(e *Engine, stop <-chan struct{}, started func()) {
-		c, err := dialProbe(e, 0)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		go io.Copy(io.Discard, c) // the target's answers, if any
-		started()
-		// At most 16 PDUs of 16 MiB (256 MiB), or until the target ends it.
-		for pdu := 0; pdu < 16; pdu++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			const dlen = 1<<24 - 4 // the longest a PDU can announce, padded
-			if _, err := c.Write(loginHeader(dlen, true)); err != nil {
-				return
-			}
-			if sendUntilRefused(c, chunk, dlen) < dlen {
-				return
-			}
-		}
-	})
+	probe(t, "login text in 16 MiB continuations", hugeContinuationsAttack(chunk))
 }
 
 func TestOneLoginPDUWithThousandsOfKeysIsRefused(t *testing.T) {
@@ -322,8 +256,8 @@ func TestOneLoginPDUWithThousandsOfKeysIsRefused(t *testing.T) {
 		status uint16
 		got    bool
 	}
-	probe(t, fmt.Sprintf("one %d KB login PDU with 5000 keys", len(text)/1000), func(e *Engine, stop <-chan struct{}, started func()) {
-		c, err := dialProbe(e, 0)
+	probe(t, fmt.Sprintf("one %d KB login PDU with 5000 keys", len(text)/1000), func(addr string, stop <-chan struct{}, started func()) {
+		c, err := dialProbe(addr, 0)
 		if err != nil {
 			return
 		}
@@ -352,13 +286,13 @@ func TestFiveHundredIdleConnectionsAreNotAllHeld(t *testing.T) {
 	const conns = 500
 	var held []net.Conn
 	var mu sync.Mutex
-	probe(t, "500 idle connections", func(e *Engine, stop <-chan struct{}, started func()) {
+	probe(t, "500 idle connections", func(addr string, stop <-chan struct{}, started func()) {
 		var wg sync.WaitGroup
 		for i := 0; i < conns; i++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := dialProbe(e, i)
+				c, err := dialProbe(addr, i)
 				if err != nil {
 					return
 				}
@@ -393,5 +327,88 @@ func TestFiveHundredIdleConnectionsAreNotAllHeld(t *testing.T) {
 	t.Logf("500 idle connections: %d held by the target", open)
 	if open > DefaultMaxPendingLogins {
 		t.Errorf("the target holds %d connections that never logged in, want at most %d", open, DefaultMaxPendingLogins)
+	}
+}
+
+// randomBytesAttack: conns connections, parallel at a time, each sending a
+// random header and then noise until the target ends it.
+func randomBytesAttack(conns, parallel int, noise []byte) func(addr string, stop <-chan struct{}, started func()) {
+	return func(addr string, stop <-chan struct{}, started func()) {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, parallel)
+		for i := 0; i < conns; i++ {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				c, err := dialProbe(addr, i)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				// Each connection starts with its own random header; the
+				// rest is shared noise.
+				c.Write(randomChunk(uint64(i)+2, bhsLen))
+				sendUntilRefused(c, noise, len(noise))
+			}()
+			if i == parallel {
+				started()
+			}
+		}
+		wg.Wait()
+	}
+}
+
+// hugeSegmentsAttack: conns login headers announcing 16 MiB, each followed
+// by most of it.
+func hugeSegmentsAttack(conns int, chunk []byte) func(addr string, stop <-chan struct{}, started func()) {
+	return func(addr string, stop <-chan struct{}, started func()) {
+		var wg sync.WaitGroup
+		for i := 0; i < conns; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := dialProbe(addr, i)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if _, err := c.Write(loginHeader(1<<24-1, false)); err != nil {
+					return
+				}
+				sendUntilRefused(c, chunk, 15<<20) // most of the 16 MiB
+			}()
+		}
+		started()
+		wg.Wait()
+	}
+}
+
+// hugeContinuationsAttack: login text in continuation PDUs of 16 MiB.
+func hugeContinuationsAttack(chunk []byte) func(addr string, stop <-chan struct{}, started func()) {
+	return func(addr string, stop <-chan struct{}, started func()) {
+		c, err := dialProbe(addr, 0)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		go io.Copy(io.Discard, c) // the target's answers, if any
+		started()
+		// At most 16 PDUs of 16 MiB (256 MiB), or until the target ends it.
+		for pdu := 0; pdu < 16; pdu++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			const dlen = 1<<24 - 4 // the longest a PDU can announce, padded
+			if _, err := c.Write(loginHeader(dlen, true)); err != nil {
+				return
+			}
+			if sendUntilRefused(c, chunk, dlen) < dlen {
+				return
+			}
+		}
 	}
 }
