@@ -85,7 +85,7 @@ resource "drover_vm" "src" {
   memory_mib = 128
   kernel     = %[2]q
   initrd     = %[3]q
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.a.id }, { volume_id = drover_volume.b.id }]
   placement  = { host = "alpha" }
 }
@@ -130,7 +130,7 @@ resource "drover_vm" "restored" {
   memory_mib = 128
   kernel     = %[4]q
   initrd     = %[5]q
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.ra.id }, { volume_id = drover_volume.rb.id }]
   placement  = { host = "beta" }
 }

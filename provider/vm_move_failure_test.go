@@ -51,7 +51,7 @@ resource "drover_vm" "test" {
   memory_mib = 128
   kernel     = %[2]q
   initrd     = %[3]q
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.test.id }]
   placement  = %[4]s
   timeouts {

@@ -203,7 +203,7 @@ resource "drover_vm" "%[1]s" {
   memory_mib = 128
   kernel     = %[3]q
   initrd     = %[4]q
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.%[1]s.id }]
   placement  = %[5]s
   timeouts {
@@ -459,7 +459,7 @@ resource "drover_vm" "test" {
   allow_restart  = true
   kernel         = %[3]q
   initrd         = %[4]q
-  cmdline        = "console=ttyS0"
+  cmdline        = "console=ttyS0 no_timer_check"
   disks          = [{ volume_id = drover_volume.disk.id }]
   placement      = { preferred_hosts = ["alpha"] }
   timeouts {

@@ -257,7 +257,7 @@ resource "drover_vm" "test" {
   max_memory_mib = %d
   kernel         = %q
   initrd         = %q
-  cmdline        = "console=ttyS0"
+  cmdline        = "console=ttyS0 no_timer_check"
   running        = %v
   allow_restart  = %v
   disks = [

@@ -58,7 +58,7 @@ resource "drover_vm" "app" {
   memory_mib = 128
   kernel     = var.guest_kernel
   initrd     = var.guest_initrd
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks = [
     { volume_id = drover_volume.app_root.id },
     { volume_id = drover_volume.app_data.id },
@@ -88,7 +88,7 @@ resource "drover_vm" "restored" {
   memory_mib = 128
   kernel     = var.guest_kernel
   initrd     = var.guest_initrd
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks      = [for v in drover_volume.restored : { volume_id = v.id }]
   placement  = { host = "beta" }
 }

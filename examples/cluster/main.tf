@@ -74,7 +74,7 @@ resource "drover_vm" "vm" {
   memory_mib = 128
   kernel     = var.guest_kernel
   initrd     = var.guest_initrd
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.disk[each.key].id }]
   placement = {
     preferred_hosts = each.value.preferred_hosts

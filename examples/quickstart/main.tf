@@ -57,7 +57,7 @@ resource "drover_vm" "web1" {
   memory_mib = 128
   kernel     = var.guest_kernel
   initrd     = var.guest_initrd
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.web1.id }]
   # "lab" is the lab hosts' isolated network: no traffic leaves the machine.
   network_interfaces = [{ network = "lab" }]
@@ -73,7 +73,7 @@ resource "drover_vm" "web2" {
   memory_mib = 128
   kernel     = var.guest_kernel
   initrd     = var.guest_initrd
-  cmdline    = "console=ttyS0"
+  cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.web2.id }]
   # "lab" is the lab hosts' isolated network: no traffic leaves the machine.
   network_interfaces = [{ network = "lab" }]

@@ -208,7 +208,7 @@ func benchVM(b *testing.B, ctx context.Context, c *Cluster, info lab.Info, name 
 	mem := int64(64)
 	vm := hypervisor.VM{
 		Name: name, VCPUs: 1, MemoryMiB: mem, MaxMemoryMiB: mem, MaxVCPUs: 1, Managed: true,
-		Boot:      hypervisor.Boot{Kernel: info.GuestKernel, Initrd: info.GuestInitrd, Cmdline: "console=ttyS0"},
+		Boot:      hypervisor.Boot{Kernel: info.GuestKernel, Initrd: info.GuestInitrd, Cmdline: "console=ttyS0 no_timer_check"},
 		Placement: hypervisor.Placement{Host: host},
 	}
 	if disk {
@@ -354,7 +354,7 @@ func benchTwoDiskVM(b *testing.B, ctx context.Context, c *Cluster, info lab.Info
 	}
 	vm := hypervisor.VM{
 		Name: name, VCPUs: 1, MemoryMiB: 128, MaxMemoryMiB: 128, MaxVCPUs: 1, Disks: disks,
-		Boot:      hypervisor.Boot{Kernel: info.GuestKernel, Initrd: info.GuestInitrd, Cmdline: "console=ttyS0"},
+		Boot:      hypervisor.Boot{Kernel: info.GuestKernel, Initrd: info.GuestInitrd, Cmdline: "console=ttyS0 no_timer_check"},
 		Placement: hypervisor.Placement{Host: "alpha"},
 	}
 	loc, err := c.Create(ctx, VMSpec{VM: vm, Running: true})

@@ -72,7 +72,7 @@ func testLiveMigration(t *testing.T, info lab.Info, alpha, beta, name string) {
 		Type:       "qemu",
 		MemoryMiB:  128,
 		VCPUs:      1,
-		Boot:       Boot{Kernel: info.GuestKernel, Initrd: info.GuestInitrd, Cmdline: "console=ttyS0"},
+		Boot:       Boot{Kernel: info.GuestKernel, Initrd: info.GuestInitrd, Cmdline: "console=ttyS0 no_timer_check"},
 		ConsoleLog: console,
 	})
 	if err != nil {

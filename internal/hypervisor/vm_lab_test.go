@@ -110,7 +110,7 @@ func (e *labEnv) guest(t *testing.T, ctx context.Context, name string, disks ...
 		VCPUs:        1,
 		MaxVCPUs:     2,
 		Storage:      Storage{Portal: e.info.StoragePortal, Initiator: HostInitiator("alpha"), CHAP: true},
-		Boot:         Boot{Kernel: e.info.GuestKernel, Initrd: e.info.GuestInitrd, Cmdline: "console=ttyS0"},
+		Boot:         Boot{Kernel: e.info.GuestKernel, Initrd: e.info.GuestInitrd, Cmdline: "console=ttyS0 no_timer_check"},
 		ConsoleLog:   filepath.Join(t.TempDir(), "console.log"),
 		Placement:    Placement{Host: "alpha"},
 	}
