@@ -129,7 +129,7 @@ func checkInitiator(name string) error {
 	}
 	prefix := name[:4]
 	if prefix != "iqn." && prefix != "eui." && prefix != "naa." {
-		return fmt.Errorf("%q does not start with iqn., eui. or naa.", name)
+		return fmt.Errorf("%q: an iSCSI name starts with \"iqn.\", \"eui.\" or \"naa.\"", name)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]

@@ -58,7 +58,7 @@ func TestSnapshotIDsHaveAVolumeAndANumber(t *testing.T) {
 	}
 }
 
-func TestAccessSettingsAreChecked(t *testing.T) {
+func TestVolumeAccessSettingsAreChecked(t *testing.T) {
 	t.Parallel()
 	good := &CHAP{User: "user", Secret: "0123456789ab"}
 	for _, tc := range []struct {

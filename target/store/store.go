@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,7 +171,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	db, err := bolt.Open(filepath.Join(abs, dbFile), 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store: %s is in use by another process (is another drover-target running?)", abs)
 	}
 	if err != nil {
