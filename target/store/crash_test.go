@@ -74,6 +74,17 @@ func TestACrashAtAnyStepLeavesTheOldOrTheNewState(t *testing.T) {
 		{"keep reservations", []string{"reservations/put", "reservations/kept"}, func(s *Store) error {
 			return s.PutReservations("base", Reservations{Generation: 3, Registrations: []Registration{{Port: "iqn.2026-11.io.drover.test:a,i,0x1", Key: 7}}, Holder: "iqn.2026-11.io.drover.test:a,i,0x1", Type: 1})
 		}},
+		{"fence an initiator", []string{"fence/put", "fence/kept"}, func(s *Store) error {
+			_, _, err := s.PutFence("iqn.2026-11.io.drover.test:a", "host a declared failed")
+			return err
+		}},
+		{"give a fence a new reason", []string{"fence/put", "fence/kept"}, func(s *Store) error {
+			_, _, err := s.PutFence("iqn.2026-11.io.drover.test:b", "still down")
+			return err
+		}},
+		{"lift a fence", []string{"fence-delete/deleted", "fence-delete/unrecorded"}, func(s *Store) error {
+			return s.DeleteFence("iqn.2026-11.io.drover.test:b")
+		}},
 		{"upload an image", []string{"image/written"}, func(s *Store) error {
 			return s.WriteImage(context.Background(), "base", bytes.NewReader(bytes.Repeat([]byte("img"), 1000)), FormatRaw)
 		}},
@@ -139,8 +150,8 @@ func openBase(t *testing.T, dir string) *Store {
 }
 
 // seed makes the base state: volume "base" (4 MiB, some data), its
-// snapshot "base.1", volume "data" (2 MiB) and snapshot set "set-1" of both
-// (snapshots base.2 and data.3).
+// snapshot "base.1", volume "data" (2 MiB), snapshot set "set-1" of both
+// (snapshots base.2 and data.3) and a fence of initiator b.
 func seed(t *testing.T, dir string) {
 	t.Helper()
 	s, err := Open(dir, Options{})
@@ -157,6 +168,9 @@ func seed(t *testing.T, dir string) {
 	mustCreateSet(t, s, SetRequest{Volumes: []string{"base", "data"}, Labels: map[string]string{"vm": "seed"}, Attachments: map[string][]byte{"notes.txt": []byte("seed")}})
 	writeAt(t, d.Path, MiB, []byte("DATA DATA"))
 	if err := s.PutReservations("base", Reservations{Generation: 1, Registrations: []Registration{{Port: "iqn.2026-11.io.drover.test:b,i,0x1", Key: 9}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutFence("iqn.2026-11.io.drover.test:b", "host b declared failed"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -143,6 +143,14 @@ func describe(t *testing.T, s *Store) string {
 			attached[string(attachmentKey(set.ID, name))] = true
 		}
 	}
+	fences, err := s.Fences()
+	if err != nil {
+		t.Fatalf("Fences: %v", err)
+	}
+	for _, f := range fences {
+		// Not CreatedAt: the states compared are made at different times.
+		lines = append(lines, fmt.Sprintf("fence %s %q", f.Initiator, f.Reason))
+	}
 	checkNoStrayRecords(t, s, attached)
 	for _, d := range []string{volumesDir, snapshotsDir, tmpDir} {
 		entries, err := os.ReadDir(filepath.Join(s.Dir(), d))
