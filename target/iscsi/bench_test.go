@@ -226,10 +226,11 @@ func machine() string {
 	return fmt.Sprintf("%s %s, %d CPUs", conv(u.Sysname), conv(u.Release), cpus)
 }
 
-// idleVolumesRSS runs TestIdleVolumesRSS in a child process and returns the
-// RSS (KiB) it reports, so that nothing else of the benchmark is counted.
+// idleVolumesRSS runs BenchmarkIdleVolumesRSS's export in a child process
+// and returns the RSS (KiB) it reports, so that nothing else of the run is
+// counted.
 func idleVolumesRSS() (int, error) {
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestIdleVolumesRSS$", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run", "^$", "-test.bench", "^BenchmarkIdleVolumesRSS$", "-test.benchtime", "1x")
 	cmd.Env = append(os.Environ(), "DROVER_RSS_CHILD=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -242,25 +243,31 @@ func idleVolumesRSS() (int, error) {
 	return strconv.Atoi(string(m[1]))
 }
 
-// TestIdleVolumesRSS exports 100 volumes and prints the process RSS. It only
-// runs as BenchmarkThroughput's child (DROVER_RSS_CHILD=1).
-func TestIdleVolumesRSS(t *testing.T) {
+// BenchmarkIdleVolumesRSS reports the RSS of a process that exports 100
+// idle 1 GiB volumes (goal <= 64 MiB). The export runs in a child process
+// of the test binary (DROVER_RSS_CHILD=1), which prints its RSS.
+func BenchmarkIdleVolumesRSS(b *testing.B) {
 	if os.Getenv("DROVER_RSS_CHILD") == "" {
-		t.Skip("run by BenchmarkThroughput")
+		kib, err := idleVolumesRSS()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(kib)/1024, "MiB-RSS")
+		return
 	}
-	e, _ := startEngine(t)
-	dir := t.TempDir()
+	e, _ := startEngine(b)
+	dir := b.TempDir()
 	for i := 0; i < 100; i++ {
 		ex := Export{Name: fmt.Sprintf("idle-%03d", i), IQN: fmt.Sprintf("iqn.2026-11.io.drover:idle-%03d", i),
-			Path: newBackingFile(t, dir, 1<<30), Initiators: []string{testInitiator}}
+			Path: newBackingFile(b, dir, 1<<30), Initiators: []string{testInitiator}}
 		if err := e.Add(ex); err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
 	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	for _, l := range strings.Split(string(status), "\n") {
 		if strings.HasPrefix(l, "VmRSS:") {

@@ -223,6 +223,13 @@ func (s *session) readLoop() error {
 			s.flush()
 			s.inflight.Wait()
 			s.dropPending()
+			// The nexus ends with the logout, before its answer: an
+			// initiator told it is logged out may find its reservation
+			// still held otherwise (libiscsi's Reserve6.Logout reserves
+			// from a second initiator right after the answer).
+			if s.nexus != nil {
+				s.vol.unit.removeNexus(s.nexus)
+			}
 			var r [bhsLen]byte
 			r[0], r[1] = opLogoutResp, 0x80
 			copy(r[16:20], h[16:20])
