@@ -83,6 +83,7 @@ type Engine struct {
 	perAddr  map[string]int             // len(pending) by source address
 	nextTSIH uint16
 	closed   bool
+	fenced   map[string]bool // initiator names shut out (fence.go); nil until the first Fence
 }
 
 // pendingLogin is a connection that has not finished logging in.
@@ -531,6 +532,11 @@ func (e *Engine) register(s *session) bool {
 	e.mu.Lock()
 	if e.closed || (s.vol != nil && e.volumes[s.vol.name] != s.vol) {
 		e.mu.Unlock()
+		return false
+	}
+	if e.fenced[s.initiator] { // fenced while it logged in: Fence did not see it
+		e.mu.Unlock()
+		e.metrics.fencedLogins.Inc()
 		return false
 	}
 	var old []*session

@@ -250,6 +250,9 @@ func (l *login) identify(p *pdu, keys []kv) error {
 	if l.initiator == "" {
 		return refuse(loginMissingParam, "no InitiatorName")
 	}
+	if err := l.refuseFenced(); err != nil {
+		return err
+	}
 	if p.u16(14) != 0 {
 		return refuse(loginNoSession, "adding a connection to a session is not supported")
 	}

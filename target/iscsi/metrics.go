@@ -14,6 +14,9 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	sessions *prometheus.GaugeVec
 	refused  *prometheus.CounterVec
+	// fenced and fencedLogins: see fence.go.
+	fenced       prometheus.Gauge
+	fencedLogins prometheus.Counter
 }
 
 // Reasons of drover_iscsi_connections_refused_total: why a connection was
@@ -49,6 +52,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "drover", Subsystem: "iscsi", Name: "connections_refused_total",
 			Help: "Connections refused or ended by the target's limits (pending logins, login deadline, PDU and login text sizes), by reason.",
 		}, []string{"reason"}),
+		fenced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "drover", Subsystem: "iscsi", Name: "fenced_initiators",
+			Help: "Initiators fenced: refused at login whatever the allow-lists say.",
+		}),
+		fencedLogins: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "drover", Subsystem: "iscsi", Name: "fenced_logins_refused_total",
+			Help: "Logins refused because the initiator is fenced.",
+		}),
 	}
 	for _, r := range []string{refusedPendingLogins, refusedPendingLoginsPerAddr, refusedLoginTimeout, refusedSegmentTooLong, refusedLoginTextTooLong} {
 		m.refused.WithLabelValues(r) // every reason shows, at 0 until it happens
@@ -56,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.bytes, m.ops, m.latency, m.sessions, m.refused} {
+	for _, c := range []prometheus.Collector{m.bytes, m.ops, m.latency, m.sessions, m.refused, m.fenced, m.fencedLogins} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
