@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api/wire"
@@ -99,6 +100,7 @@ type API struct {
 	maxHold   time.Duration
 	log       *slog.Logger
 	mux       *http.ServeMux
+	fenceMu   sync.Mutex // serialises fence changes (fences.go)
 }
 
 // New checks cfg and builds the API.
@@ -184,6 +186,9 @@ func (a *API) routes(metrics http.Handler) {
 		{"DELETE", "/v1/snapshot-sets/{id}", a.deleteSnapshotSet},
 		{"GET", "/v1/snapshot-sets/{id}/attachments/{name}", a.snapshotSetAttachment},
 		{"GET", "/v1/sessions", a.sessions},
+		{"GET", "/v1/fences", a.listFences},
+		{"PUT", "/v1/fences/{initiator}", a.putFence},
+		{"DELETE", "/v1/fences/{initiator}", a.deleteFence},
 	}
 	if metrics != nil {
 		routes = append(routes, route{"GET", "/metrics", metrics.ServeHTTP})

@@ -24,6 +24,7 @@ func TestBadRequestsAreRefusedWithAClearMessageAndChangeNothing(t *testing.T) {
 	// Its label shows if a bad relabelling dropped or replaced it.
 	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["web","busy"],"labels":{"vm":"web"},"attachments":{"domain.xml":"<domain/>"}}`, http.StatusCreated, nil)
 	srv.Exporter.AddSession(api.Session{Volume: "busy", Initiator: "iqn.2000-01.lab:beta", RemoteAddr: "127.0.0.3:4000"})
+	doJSON(t, srv, "PUT", "/v1/fences/iqn.2000-01.lab:gamma", `{"reason":"gamma declared failed"}`, http.StatusCreated, nil)
 	before := snapshotState(t, srv)
 	manyVolumes := `"v0"` + strings.Repeat(`,"v"`, 64)
 	manyLabels, manyAttachments := `"k0":""`, `"a0":""`
@@ -159,6 +160,26 @@ func TestBadRequestsAreRefusedWithAClearMessageAndChangeNothing(t *testing.T) {
 		{"extents of a malformed snapshot id", "GET", "/v1/snapshots/web/extents", "", "", 400, "snapshot id"},
 		{"a method the path does not take", "POST", "/v1/volumes/web", jsonCT, `{}`, 405, "GET, PATCH, DELETE"},
 		{"an unknown endpoint", "GET", "/v2/volumes", "", "", 404, "no such endpoint"},
+		{"a fence of a host name", "PUT", "/v1/fences/alpha", jsonCT, `{"reason":"down"}`, 400, `initiator "alpha": an iSCSI name starts with "iqn.", "eui." or "naa."`},
+		{"a fence of an uppercase iqn", "PUT", "/v1/fences/iqn.2000-01.lab:Alpha", jsonCT, `{"reason":"down"}`, 400, "iqn names are lowercase"},
+		{"a fence of a name with a space", "PUT", "/v1/fences/iqn.2000-01.lab:al%20pha", jsonCT, `{"reason":"down"}`, 400, "the character ' '"},
+		{"a fence of a name too long", "PUT", "/v1/fences/iqn.2000-01.lab:" + strings.Repeat("a", 220), jsonCT, `{"reason":"down"}`, 400, "5-223 characters"},
+		{"a new reason for a fence that is bad", "PUT", "/v1/fences/iqn.2000-01.lab:gamma", jsonCT, `{"reason":""}`, 400, "reason is empty"},
+		{"a fence without a reason", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{}`, 400, "reason is empty"},
+		{"a fence with an empty reason", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{"reason":""}`, 400, "reason is empty"},
+		{"a fence with a reason of 257 bytes", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{"reason":"` + strings.Repeat("r", 257) + `"}`, 400, "257 bytes, the limit is 256"},
+		{"a fence with a newline in its reason", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{"reason":"a\nb"}`, 400, "control character"},
+		{"a fence with a number as its reason", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{"reason":7}`, 400, `"reason" must be a string`},
+		{"a fence with an unknown field", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{"reason":"down","until":"never"}`, 400, `unknown field "until"`},
+		{"a fence with data after the object", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{"reason":"down"} {}`, 400, "data after the JSON object"},
+		{"a fence without a body", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, ``, 400, "body is empty"},
+		{"a fence that is not JSON", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `reason=down`, 400, "malformed JSON"},
+		{"a fence without a content type", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", "", `{"reason":"down"}`, 415, "Content-Type is missing"},
+		{"a fence with a body over 64 KiB", "PUT", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{"reason":"down"` + strings.Repeat(" ", 64<<10) + `}`, 413, "larger than 65536 bytes"},
+		{"lifting a fence that is not there", "DELETE", "/v1/fences/iqn.2000-01.lab:alpha", "", "", 404, `initiator "iqn.2000-01.lab:alpha" is not fenced`},
+		{"lifting a fence of a bad name", "DELETE", "/v1/fences/Alpha", "", "", 400, "initiator"},
+		{"a method a fence does not take", "POST", "/v1/fences/iqn.2000-01.lab:alpha", jsonCT, `{"reason":"down"}`, 405, "PUT, DELETE"},
+		{"a method the fences do not take", "DELETE", "/v1/fences", "", "", 405, "GET"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var body io.Reader

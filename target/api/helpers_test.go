@@ -54,7 +54,7 @@ func doJSON(t *testing.T, srv *apitest.Server, method, target, body string, want
 
 // snapshotState renders all state a request could change: volumes with
 // access settings and file content, snapshots, snapshot sets, exports,
-// sessions and write holds not released.
+// sessions, write holds not released and fences.
 func snapshotState(t *testing.T, srv *apitest.Server) string {
 	t.Helper()
 	var lines []string
@@ -98,6 +98,16 @@ func snapshotState(t *testing.T, srv *apitest.Server) string {
 	}
 	for _, s := range srv.Exporter.Sessions() {
 		lines = append(lines, fmt.Sprintf("session %s %s", s.Volume, s.Initiator))
+	}
+	fences, err := srv.Store.Fences()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fences {
+		lines = append(lines, fmt.Sprintf("fence %s %q %s", f.Initiator, f.Reason, f.CreatedAt))
+	}
+	for _, name := range srv.Exporter.Fenced() {
+		lines = append(lines, "fenced in the engine "+name)
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")

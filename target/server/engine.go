@@ -40,6 +40,12 @@ func (g engine) Update(ex api.Export) error { return g.e.Update(toISCSI(ex)) }
 func (g engine) Remove(name string) error   { return g.e.Remove(name) }
 func (g engine) Close() error               { return g.e.Close() }
 
+// Fence and Unfence are iscsi.Engine's (api.Fencer).
+func (g engine) Fence(ctx context.Context, initiator string) error {
+	return g.e.Fence(ctx, initiator)
+}
+func (g engine) Unfence(initiator string) { g.e.Unfence(initiator) }
+
 // HoldWrites holds the writes to volumes in the engine (iscsi.Engine.Hold).
 func (g engine) HoldWrites(ctx context.Context, volumes []string, limit time.Duration) (api.WriteHold, error) {
 	h, err := g.e.Hold(ctx, volumes, limit)

@@ -32,6 +32,7 @@ const (
 // plus shutdown.
 type Exporter interface {
 	api.Exporter
+	api.Fencer
 	Close() error
 }
 
@@ -188,9 +189,18 @@ func Start(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Fences before the exports, so that no fenced initiator logs in to a
+	// volume as it comes back, and after, so that its registrations go
+	// from every volume (see api.ApplyFences).
+	if err := s.applyFences(); err != nil {
+		return nil, err
+	}
 	if err := s.api.ExportAll(); err != nil {
 		// One broken volume must not keep the others offline.
 		s.log.Error("some volumes could not be exported", "err", err)
+	}
+	if err := s.applyFences(); err != nil {
+		return nil, err
 	}
 
 	s.ln, err = net.Listen("tcp", cfg.APIListen)
@@ -227,6 +237,17 @@ func Start(cfg Config) (_ *Server, err error) {
 	vols, _ := s.store.List()
 	s.log.Info("drover-target started", "data_dir", s.store.Dir(), "api", s.APIURL(), "iscsi", cfg.ISCSIListen, "volumes", len(vols))
 	return s, nil
+}
+
+// applyFences enforces the fences kept in the store. At start no session
+// is there to wait for, so the bound is only a safety net.
+func (s *Server) applyFences() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.api.ApplyFences(ctx); err != nil {
+		return fmt.Errorf("apply the fences kept in the store: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) requests() *prometheus.CounterVec {

@@ -15,8 +15,9 @@ import (
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
-// Exporter is an in-memory api.Exporter and api.Holder: it records exports
-// and write holds and reports whatever sessions a test puts in it.
+// Exporter is an in-memory api.Exporter, api.Holder and api.Fencer: it
+// records exports, write holds and fences and reports whatever sessions a
+// test puts in it.
 type Exporter struct {
 	mu       sync.Mutex // guards the fields below
 	exports  map[string]api.Export
@@ -25,9 +26,57 @@ type Exporter struct {
 	holds    []*Hold
 	holdErr  error
 	expire   bool
+	fenced   map[string]bool
+	fenceErr error
 }
 
-var _ api.Holder = (*Exporter)(nil)
+var (
+	_ api.Holder = (*Exporter)(nil)
+	_ api.Fencer = (*Exporter)(nil)
+)
+
+// Fence records the initiator as fenced and, like the real engine, drops
+// its sessions; or it fails with the error given to FailFences (and, like
+// the engine at its deadline, leaves the initiator fenced).
+func (e *Exporter) Fence(ctx context.Context, initiator string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.fenced == nil {
+		e.fenced = map[string]bool{}
+	}
+	e.fenced[initiator] = true
+	if e.fenceErr != nil {
+		return e.fenceErr
+	}
+	e.sessions = slices.DeleteFunc(e.sessions, func(s api.Session) bool { return s.Initiator == initiator })
+	return nil
+}
+
+// Unfence drops the initiator from the fenced ones.
+func (e *Exporter) Unfence(initiator string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.fenced, initiator)
+}
+
+// Fenced returns the fenced initiators, sorted.
+func (e *Exporter) Fenced() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, 0, len(e.fenced))
+	for name := range e.fenced {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// FailFences makes Fence fail with err (nil: succeed again).
+func (e *Exporter) FailFences(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.fenceErr = err
+}
 
 // Hold is a write hold as Exporter records it.
 type Hold struct {
