@@ -200,5 +200,7 @@ func (c *Cluster) HasStorage() bool { return c.storage.Volumes != nil }
 
 // placementOptions are the options of every placement decision.
 func (c *Cluster) placementOptions() placement.Options {
-	return placement.Options{Strategy: c.cfg.Placement.Strategy}
+	// Strict until the plan warns, per spread group, which VMs share which
+	// hosts (issue 13): the engine can share, the provider does not yet.
+	return placement.Options{Strategy: c.cfg.Placement.Strategy, StrictSpread: true}
 }

@@ -98,7 +98,7 @@ func (v View) CheckDefinedOnce() error {
 // ChooseHost decides where a new VM goes: its pinned host when it has one,
 // else where the placement engine ranks best (by strategy). It is the one
 // place that makes this choice.
-func (v View) ChooseHost(vm hypervisor.VM, strategy placement.Strategy) (string, error) {
+func (v View) ChooseHost(vm hypervisor.VM, opts placement.Options) (string, error) {
 	if pin := vm.Placement.Host; pin != "" {
 		h, ok := v.Host(pin)
 		if !ok {
@@ -108,7 +108,7 @@ func (v View) ChooseHost(vm hypervisor.VM, strategy placement.Strategy) (string,
 			return "", fmt.Errorf("pinned host %s cannot be reached: %w", pin, h.Err)
 		}
 	}
-	a, err := placement.Place(v.PlacementCluster(vm.Name), PlacementVM(vm), placement.Options{Strategy: strategy})
+	a, err := placement.Place(v.PlacementCluster(vm.Name), PlacementVM(vm), opts)
 	if err != nil {
 		return "", fmt.Errorf("%w%s", err, v.UnreachableNote())
 	}
@@ -123,7 +123,7 @@ func (c *Cluster) PlanNew(ctx context.Context, vm hypervisor.VM) error {
 	if err := view.CheckMemoryFits(vm.MaxMemoryMiB); err != nil {
 		return err
 	}
-	if _, err := view.ChooseHost(vm, c.cfg.Placement.Strategy); err != nil {
+	if _, err := view.ChooseHost(vm, c.placementOptions()); err != nil {
 		return errors.New(ExplainPlacement(err, ""))
 	}
 	return nil

@@ -117,7 +117,8 @@ func TestPlanPlacement(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := tt.view.PlanMove(tt.vm, placement.Options{})
+			// As the cluster plans today (placementOptions): strict spread.
+			got, err := tt.view.PlanMove(tt.vm, placement.Options{StrictSpread: true})
 			switch {
 			case tt.wantErr != "":
 				if err == nil || !strings.Contains(ExplainPlacement(err, ""), tt.wantErr) {

@@ -42,19 +42,19 @@ func TestChooseHostPinsAndSpreads(t *testing.T) {
 	view := View{Hosts: []HostView{host("alpha", "web1"), host("beta")}}
 	vm := hypervisor.VM{Name: "web2", MemoryMiB: 512, VCPUs: 1}
 
-	if got, err := view.ChooseHost(vm, placement.Spread); err != nil || got != "beta" {
+	if got, err := view.ChooseHost(vm, placement.Options{Strategy: placement.Spread}); err != nil || got != "beta" {
 		t.Errorf("unpinned: got %q, %v; want beta, the emptier host", got, err)
 	}
 	vm.Placement.Host = "alpha"
-	if got, err := view.ChooseHost(vm, placement.Spread); err != nil || got != "alpha" {
+	if got, err := view.ChooseHost(vm, placement.Options{Strategy: placement.Spread}); err != nil || got != "alpha" {
 		t.Errorf("pinned to alpha: got %q, %v; want alpha", got, err)
 	}
 	vm.Placement = hypervisor.Placement{Host: "alpha", SpreadGroup: "web"}
-	if _, err := view.ChooseHost(vm, placement.Spread); err == nil {
+	if _, err := view.ChooseHost(vm, placement.Options{Strategy: placement.Spread}); err == nil {
 		t.Error("pinned next to a VM of its spread group: got no error")
 	}
 	vm.Placement = hypervisor.Placement{Host: "gamma"}
-	if _, err := view.ChooseHost(vm, placement.Spread); err == nil || !strings.Contains(err.Error(), "the hosts are alpha, beta") {
+	if _, err := view.ChooseHost(vm, placement.Options{Strategy: placement.Spread}); err == nil || !strings.Contains(err.Error(), "the hosts are alpha, beta") {
 		t.Errorf("pinned to an unknown host: got %v, want the hosts named", err)
 	}
 }

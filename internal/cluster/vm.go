@@ -48,7 +48,7 @@ func (c *Cluster) Create(ctx context.Context, spec VMSpec) (hypervisor.Location,
 		}
 		view := c.Survey(ctx)
 		view.Booked = booked
-		name, err := view.ChooseHost(spec.VM, c.cfg.Placement.Strategy)
+		name, err := view.ChooseHost(spec.VM, c.placementOptions())
 		if err != nil {
 			return nil, err
 		}

@@ -25,7 +25,10 @@ type Host struct {
 	MemoryOvercommit float64
 	CPUOvercommit    float64
 
-	Maintenance bool     // no Drover VM may stay or go there
+	Maintenance bool // no Drover VM may stay or go there
+	// Failed is a host declared dead or cut off: out of service like one
+	// in maintenance, and its VMs are restarted elsewhere.
+	Failed      bool
 	DomainTypes []string // domain types the host offers, e.g. "kvm", "qemu"
 
 	// ForeignMemoryMiB and ForeignVCPUs are committed to domains that Drover
@@ -101,9 +104,17 @@ func (s Strategy) String() string {
 	return fmt.Sprintf("Strategy(%d)", int(s))
 }
 
+// InService tells whether VMs may stay on or go to the host.
+func (h Host) InService() bool { return !h.Maintenance && !h.Failed }
+
 // Options tune a placement decision.
 type Options struct {
 	Strategy Strategy
+	// StrictSpread never lets two VMs of a spread group share a host: a
+	// group with more VMs than there are hosts in service is refused. By
+	// default such a group shares hosts, as evenly as possible, while
+	// hosts are out of service (see Result.Shared).
+	StrictSpread bool
 }
 
 // Reason says why a VM is where its assignment puts it.
@@ -118,6 +129,7 @@ const (
 	NoLongerFits Reason = "no longer fits"
 	SpreadGroup  Reason = "spread group" // shared its host with another VM of its group
 	HostRemoved  Reason = "host removed" // its host is no longer in the cluster
+	HostFailed   Reason = "host failed"  // its host is declared failed
 	Failback     Reason = "failback to preferred host"
 )
 
@@ -150,6 +162,47 @@ func (a Assignment) Moves() bool { return a.From != "" && a.From != a.Host }
 // Result is a placement plan: one assignment per VM, sorted by VM name.
 type Result struct {
 	Assignments []Assignment
+	// Shared lists, by group name, the spread groups whose VMs share hosts
+	// in this plan because too few hosts are in service.
+	Shared []Shared
+}
+
+// Shared is a spread group that shares hosts while hosts are out of
+// service: it has more VMs than there are hosts in service, so each host in
+// service takes up to Each of them.
+type Shared struct {
+	Group        string
+	Each         int         // the most VMs of the group one host takes
+	Hosts        []HostShare // the hosts that run more than one of its VMs, by name
+	OutOfService []string    // the hosts in maintenance or failed, by name
+	InService    []string    // the hosts in service, by name
+}
+
+// HostShare is the VMs of one spread group on one host.
+type HostShare struct {
+	Host string
+	VMs  []string // sorted
+}
+
+// String reads as a sentence: `spread group "web" shares hosts while alpha
+// is out of service: beta runs web1, web2`.
+func (s Shared) String() string {
+	var runs []string
+	for _, h := range s.Hosts {
+		runs = append(runs, h.Host+" runs "+strings.Join(h.VMs, ", "))
+	}
+	if len(runs) == 0 {
+		runs = []string{"no host runs two of them yet"}
+	}
+	return fmt.Sprintf("spread group %q shares hosts while %s %s out of service: %s",
+		s.Group, strings.Join(s.OutOfService, ", "), isAre(len(s.OutOfService)), strings.Join(runs, "; "))
+}
+
+func isAre(n int) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
 }
 
 // Moves lists the assignments of VMs that change host.

@@ -39,15 +39,22 @@ func (e *Unplaceable) Error() string {
 }
 
 // Unspreadable is the error for a spread group with more VMs than there are
-// hosts out of maintenance to spread them over.
+// hosts in service to spread them over: while every host is in service, or
+// with Options.StrictSpread, or with no host in service at all.
 type Unspreadable struct {
-	Group string
-	VMs   []string // the group's members, sorted
-	Hosts []string // the eligible hosts, sorted
+	Group        string
+	VMs          []string // the group's members, sorted
+	Hosts        []string // the eligible hosts (in service), sorted
+	OutOfService []string // the hosts in maintenance or failed, sorted
+	Strict       bool     // refused for Options.StrictSpread (the group could share hosts)
 }
 
 func (e *Unspreadable) Error() string {
-	return fmt.Sprintf("spread group %q: %s on %s", e.Group, count(len(e.VMs), "VM"), count(len(e.Hosts), "eligible host"))
+	msg := fmt.Sprintf("spread group %q: %s on %s", e.Group, count(len(e.VMs), "VM"), count(len(e.Hosts), "eligible host"))
+	if e.Strict {
+		msg += " (strict spread)"
+	}
+	return msg
 }
 
 func count(n int, noun string) string {

@@ -58,6 +58,6 @@ func ExamplePlace() {
 	}
 	// Output:
 	// place vm "db2": alpha: in maintenance; beta: 512 MiB free, needs 2048
-	// alpha refused by the maintenance check
+	// alpha refused by the out of service check
 	// beta refused by the memory check
 }

@@ -18,8 +18,9 @@ func TestChecks(t *testing.T) {
 		{"pin refuses every other host", pinned{}, host("alpha", 4096), nil, VM{Name: "db", Host: "beta"}, "pinned to beta"},
 		{"pin accepts the pinned host", pinned{}, host("alpha", 4096), nil, VM{Name: "db", Host: "alpha"}, ""},
 		{"pin accepts any host for an unpinned VM", pinned{}, host("alpha", 4096), nil, VM{Name: "db"}, ""},
-		{"maintenance refuses every VM", inMaintenance{}, inMaintenanceHost("alpha", 4096), nil, vm("db", 0), "in maintenance"},
-		{"maintenance accepts VMs on an active host", inMaintenance{}, host("alpha", 4096), nil, vm("db", 0), ""},
+		{"maintenance refuses every VM", outOfService{}, inMaintenanceHost("alpha", 4096), nil, vm("db", 0), "in maintenance"},
+		{"a failed host refuses every VM", outOfService{}, Host{Name: "alpha", MemoryMiB: 4096, Failed: true}, nil, vm("db", 0), "failed"},
+		{"a host in service accepts VMs", outOfService{}, host("alpha", 4096), nil, vm("db", 0), ""},
 		{
 			"domain type refuses kvm on a qemu-only host", domainType{},
 			Host{Name: "alpha", DomainTypes: []string{"qemu"}}, nil, VM{Name: "db", DomainType: "kvm"},
@@ -35,6 +36,15 @@ func TestChecks(t *testing.T) {
 			[]VM{{Name: "web2", SpreadGroup: "web"}, {Name: "web1", SpreadGroup: "web"}},
 			VM{Name: "web3", SpreadGroup: "web"},
 			`runs "web1" of spread group "web"`,
+		},
+		{
+			"a group that shares hosts takes up to its share", spreadGroup{map[string]int{"web": 2}}, host("alpha", 4096),
+			[]VM{{Name: "web1", SpreadGroup: "web"}}, VM{Name: "web2", SpreadGroup: "web"}, "",
+		},
+		{
+			"a group that shares hosts is refused past its share", spreadGroup{map[string]int{"web": 2}}, host("alpha", 4096),
+			[]VM{{Name: "web2", SpreadGroup: "web"}, {Name: "web1", SpreadGroup: "web"}}, VM{Name: "web3", SpreadGroup: "web"},
+			`runs 2 VMs of spread group "web" (web1, web2), as many as one host takes while hosts are out of service`,
 		},
 		{
 			"spread group accepts a member of another group", spreadGroup{}, host("alpha", 4096),

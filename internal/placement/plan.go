@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -17,6 +18,11 @@ import (
 // assignment says why. New and displaced VMs go where the ranking puts them,
 // the most constrained first. Fixed VMs keep their host as they are.
 //
+// A spread group with more VMs than there are hosts in service shares
+// hosts, as evenly as possible, while hosts are out of service (unless
+// opts.StrictSpread); Result.Shared lists such groups. Once enough hosts are
+// back, its VMs that share a host move apart again.
+//
 // Plan fails with an *Unspreadable for a spread group that cannot be spread,
 // or with one *Unplaceable per VM that no host can take (joined with
 // errors.Join when there are several); errors.As finds either.
@@ -28,7 +34,7 @@ func Plan(c Cluster, opts Options) (Result, error) {
 	if err := validateVMs(s, c.VMs); err != nil {
 		return Result{}, err
 	}
-	if err := checkSpreadGroups(c); err != nil {
+	if err := s.spreadGroups(groupsOf(c.VMs)); err != nil {
 		return Result{}, err
 	}
 	res, err := s.planCluster(c.VMs, true)
@@ -38,7 +44,11 @@ func Plan(c Cluster, opts Options) (Result, error) {
 		s.reset()
 		res, err = s.planCluster(c.VMs, false)
 	}
-	return res, err
+	if err != nil {
+		return Result{}, err
+	}
+	res.Shared = s.shared(c.VMs, res)
+	return res, nil
 }
 
 // Place decides where one VM goes in an existing cluster: every VM of c keeps
@@ -55,9 +65,6 @@ func Place(c Cluster, vm VM, opts Options) (Assignment, error) {
 		return Assignment{}, err
 	}
 	var members []string
-	if vm.SpreadGroup != "" {
-		members = append(members, vm.Name)
-	}
 	s.track(&vm)
 	for i := range c.VMs {
 		other := &c.VMs[i]
@@ -71,8 +78,10 @@ func Place(c Cluster, vm VM, opts Options) (Assignment, error) {
 			members = append(members, other.Name)
 		}
 	}
-	if err := spreadable(vm.SpreadGroup, members, c.Hosts); err != nil {
-		return Assignment{}, err
+	if vm.SpreadGroup != "" {
+		if err := s.spreadGroups(map[string][]string{vm.SpreadGroup: append(members, vm.Name)}); err != nil {
+			return Assignment{}, err
+		}
 	}
 	assignments, err := s.plan([]*VM{&vm}, true)
 	if err != nil {
@@ -264,50 +273,81 @@ func trueFirst(a, b bool) int {
 	return 1
 }
 
-// checkSpreadGroups fails for the first group, by name, with more members
-// than there are hosts out of maintenance.
-func checkSpreadGroups(c Cluster) error {
-	groups := make(map[string][]string)
-	for _, vm := range c.VMs {
-		if vm.SpreadGroup != "" {
-			groups[vm.SpreadGroup] = append(groups[vm.SpreadGroup], vm.Name)
+// spreadGroups decides, for every spread group of vms, how many of its VMs
+// one host may take: one while the group has no more VMs than there are
+// hosts in service. A larger group shares hosts while hosts are out of
+// service (and spread is not strict): each host in service takes up to
+// ceil(VMs / hosts in service) of them, which spreads them as evenly as
+// the hosts allow. It fails for the first group, by name, that can be
+// neither spread nor shared.
+func (s *stack) spreadGroups(groups map[string][]string) error {
+	inService, out := s.service()
+	for _, g := range slices.Sorted(maps.Keys(groups)) {
+		n, k := len(groups[g]), len(inService)
+		if n <= k {
+			continue
 		}
-	}
-	names := make([]string, 0, len(groups))
-	for g := range groups {
-		names = append(names, g)
-	}
-	slices.Sort(names)
-	for _, g := range names {
-		if err := spreadable(g, groups[g], c.Hosts); err != nil {
-			return err
+		if k == 0 || len(out) == 0 || s.strict {
+			return &Unspreadable{Group: g, VMs: slices.Sorted(slices.Values(groups[g])), Hosts: inService,
+				OutOfService: out, Strict: s.strict && k > 0 && len(out) > 0}
 		}
+		s.each[g] = (n + k - 1) / k
 	}
 	return nil
 }
 
-func spreadable(group string, members []string, hosts []Host) error {
-	if group == "" {
-		return nil
-	}
-	eligible := 0
-	for _, h := range hosts {
-		if !h.Maintenance {
-			eligible++
+// groupsOf returns the members of every spread group of vms.
+func groupsOf(vms []VM) map[string][]string {
+	groups := make(map[string][]string)
+	for _, vm := range vms {
+		if vm.SpreadGroup != "" {
+			groups[vm.SpreadGroup] = append(groups[vm.SpreadGroup], vm.Name)
 		}
 	}
-	if len(members) <= eligible {
-		return nil
-	}
-	names := make([]string, 0, eligible)
-	for _, h := range hosts {
-		if !h.Maintenance {
-			names = append(names, h.Name)
+	return groups
+}
+
+// service returns the hosts in service and those out of it, by name.
+func (s *stack) service() (in, out []string) {
+	for i := range s.hosts {
+		if h := &s.hosts[i]; h.InService() {
+			in = append(in, h.Name)
+		} else {
+			out = append(out, h.Name)
 		}
 	}
-	slices.Sort(names)
-	members = slices.Sorted(slices.Values(members))
-	return &Unspreadable{Group: group, VMs: members, Hosts: names}
+	slices.Sort(in)
+	slices.Sort(out)
+	return in, out
+}
+
+// shared lists the spread groups that share hosts in res, by name.
+func (s *stack) shared(vms []VM, res Result) []Shared {
+	if len(s.each) == 0 {
+		return nil
+	}
+	group := make(map[string]string, len(vms))
+	for _, vm := range vms {
+		group[vm.Name] = vm.SpreadGroup
+	}
+	inService, out := s.service()
+	var shared []Shared
+	for _, g := range slices.Sorted(maps.Keys(s.each)) {
+		on := make(map[string][]string)
+		for _, a := range res.Assignments { // sorted by VM name
+			if group[a.VM] == g {
+				on[a.Host] = append(on[a.Host], a.VM)
+			}
+		}
+		sh := Shared{Group: g, Each: s.each[g], OutOfService: out, InService: inService}
+		for _, h := range slices.Sorted(maps.Keys(on)) {
+			if len(on[h]) > 1 {
+				sh.Hosts = append(sh.Hosts, HostShare{Host: h, VMs: on[h]})
+			}
+		}
+		shared = append(shared, sh)
+	}
+	return shared
 }
 
 func validateVMs(s *stack, vms []VM) error {

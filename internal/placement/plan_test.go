@@ -43,8 +43,10 @@ func TestPlan(t *testing.T) {
 		name    string
 		cluster Cluster
 		opts    Options
-		want    []string // Assignment.String of every VM, by name
-		wantErr string
+		// wantShared are the groups that share hosts, as sentences.
+		wantShared []string
+		want       []string // Assignment.String of every VM, by name
+		wantErr    string
 	}{
 		{
 			name: "new VM goes to the host with the least committed",
@@ -104,7 +106,7 @@ func TestPlan(t *testing.T) {
 			wantErr: `spread group "web": 3 VMs on 2 eligible hosts`,
 		},
 		{
-			name: "hosts in maintenance are not eligible for a spread group",
+			name: "a spread group shares the host left while the other is in maintenance",
 			cluster: Cluster{
 				Hosts: []Host{host("alpha", 8192), inMaintenanceHost("beta", 8192)},
 				VMs: []VM{
@@ -112,7 +114,62 @@ func TestPlan(t *testing.T) {
 					on("beta", VM{Name: "web2", MemoryMiB: 512, SpreadGroup: "web"}),
 				},
 			},
-			wantErr: `spread group "web": 2 VMs on 1 eligible host`,
+			want:       []string{"web1 stays on alpha", "web2 moves from beta to alpha (maintenance)"},
+			wantShared: []string{`spread group "web" shares hosts while beta is out of service: alpha runs web1, web2`},
+		},
+		{
+			name: "strict spread refuses to share while a host is in maintenance",
+			cluster: Cluster{
+				Hosts: []Host{host("alpha", 8192), inMaintenanceHost("beta", 8192)},
+				VMs: []VM{
+					on("alpha", VM{Name: "web1", MemoryMiB: 512, SpreadGroup: "web"}),
+					on("beta", VM{Name: "web2", MemoryMiB: 512, SpreadGroup: "web"}),
+				},
+			},
+			opts:    Options{StrictSpread: true},
+			wantErr: `spread group "web": 2 VMs on 1 eligible host (strict spread)`,
+		},
+		{
+			name: "the VMs of a failed host restart elsewhere, sharing as evenly as the hosts allow",
+			cluster: Cluster{
+				Hosts: []Host{{Name: "alpha", MemoryMiB: 8192, CPUs: 8, Failed: true}, host("beta", 8192), host("gamma", 8192)},
+				VMs: []VM{
+					on("alpha", VM{Name: "web1", MemoryMiB: 512, SpreadGroup: "web"}),
+					on("alpha", VM{Name: "mail", MemoryMiB: 512}),
+					on("beta", VM{Name: "web2", MemoryMiB: 512, SpreadGroup: "web"}),
+					on("gamma", VM{Name: "web3", MemoryMiB: 512, SpreadGroup: "web"}),
+					on("gamma", VM{Name: "web4", MemoryMiB: 512, SpreadGroup: "web"}),
+				},
+			},
+			want: []string{
+				"mail moves from alpha to beta (host failed)",
+				"web1 moves from alpha to beta (host failed)",
+				"web2 stays on beta", "web3 stays on gamma", "web4 stays on gamma",
+			},
+			wantShared: []string{`spread group "web" shares hosts while alpha is out of service: beta runs web1, web2; gamma runs web3, web4`},
+		},
+		{
+			name: "a group as large as the cluster is refused while every host is in service",
+			cluster: Cluster{
+				Hosts: []Host{host("alpha", 8192), host("beta", 8192)},
+				VMs: []VM{
+					on("alpha", VM{Name: "web1", MemoryMiB: 512, SpreadGroup: "web"}),
+					on("alpha", VM{Name: "web2", MemoryMiB: 512, SpreadGroup: "web"}),
+					on("beta", VM{Name: "web3", MemoryMiB: 512, SpreadGroup: "web"}),
+				},
+			},
+			wantErr: `spread group "web": 3 VMs on 2 eligible hosts`,
+		},
+		{
+			name: "when the host is back, the group spreads again",
+			cluster: Cluster{
+				Hosts: []Host{host("alpha", 8192), host("beta", 8192)},
+				VMs: []VM{
+					on("alpha", VM{Name: "web1", MemoryMiB: 512, SpreadGroup: "web", PreferredHosts: []string{"alpha"}}),
+					on("alpha", VM{Name: "web2", MemoryMiB: 512, SpreadGroup: "web", PreferredHosts: []string{"beta"}}),
+				},
+			},
+			want: []string{"web1 stays on alpha", "web2 moves from alpha to beta (spread group)"},
 		},
 		{
 			name: "two VMs of a group on one host: one of them moves",
@@ -330,6 +387,13 @@ func TestPlan(t *testing.T) {
 			}
 			if s := sentences(got); !slices.Equal(s, tt.want) {
 				t.Errorf("Plan:\n got %q\nwant %q", s, tt.want)
+			}
+			var shared []string
+			for _, sh := range got.Shared {
+				shared = append(shared, sh.String())
+			}
+			if !slices.Equal(shared, tt.wantShared) {
+				t.Errorf("shared groups:\n got %q\nwant %q", shared, tt.wantShared)
 			}
 			checkInvariants(t, tt.cluster, got)
 		})

@@ -33,6 +33,7 @@ func randomCluster(r *rand.Rand) Cluster {
 			MemoryOvercommit: pick(r, 0.0, 1, 1.25, 1.5, 2),
 			CPUOvercommit:    pick(r, 0.0, 1, 2, 4),
 			Maintenance:      r.IntN(5) == 0,
+			Failed:           r.IntN(10) == 0,
 			DomainTypes:      pick(r, []string{"qemu"}, []string{"kvm", "qemu"}),
 		}
 		h.ReservedMemoryMiB = min(256*int64(r.IntN(5)), h.MemoryMiB)
@@ -93,13 +94,13 @@ func shuffled(r *rand.Rand, c Cluster) Cluster {
 
 func TestPlanPropertiesHoldForRandomClusters(t *testing.T) {
 	t.Parallel()
-	var planned, failed int
+	var planned, failed, shared int
 	reasons := make(map[Reason]int)
 	refusals := make(map[string]int) // by check, or error type
 	for seed := range uint64(seeds) {
 		r := rand.New(rand.NewPCG(seed, 1))
 		c := randomCluster(r)
-		for _, opts := range []Options{{Strategy: Spread}, {Strategy: Pack}} {
+		for _, opts := range []Options{{Strategy: Spread}, {Strategy: Pack}, {Strategy: Spread, StrictSpread: true}} {
 			res, err := Plan(c, opts)
 			again, errAgain := Plan(c, opts)
 			other, errOther := Plan(shuffled(r, c), opts)
@@ -123,6 +124,12 @@ func TestPlanPropertiesHoldForRandomClusters(t *testing.T) {
 				continue
 			}
 			planned++
+			if len(res.Shared) > 0 {
+				shared++
+				if opts.StrictSpread {
+					t.Errorf("seed %d: strict spread shared hosts: %v", seed, res.Shared)
+				}
+			}
 			for _, a := range res.Assignments {
 				reasons[a.Reason]++
 			}
@@ -135,17 +142,20 @@ func TestPlanPropertiesHoldForRandomClusters(t *testing.T) {
 	}
 	t.Logf("%d plans made, %d refused", planned, failed)
 	// The properties only mean something if the clusters reach every case.
-	for _, why := range []Reason{Stays, New, Maintenance, PinChanged, NoLongerFits, SpreadGroup, HostRemoved, Failback} {
+	for _, why := range []Reason{Stays, New, Maintenance, HostFailed, PinChanged, NoLongerFits, SpreadGroup, HostRemoved, Failback} {
 		if reasons[why] == 0 {
 			t.Errorf("no random cluster gave an assignment for %q", why)
 		}
 	}
-	for _, check := range checks() {
+	for _, check := range checks(nil) {
 		if refusals[check.name()] == 0 {
 			t.Errorf("no random cluster had a host refused by the %s check", check.name())
 		}
 	}
-	t.Logf("reasons %v, refusals %v", reasons, refusals)
+	t.Logf("reasons %v, refusals %v, %d plans with groups sharing hosts", reasons, refusals, shared)
+	if shared == 0 {
+		t.Error("no random cluster had a spread group sharing hosts")
+	}
 	if planned < failed {
 		t.Errorf("%d plans made, %d refused: the random clusters are too hard to test much", planned, failed)
 	}
@@ -227,8 +237,8 @@ func checkInvariants(t *testing.T, c Cluster, res Result) {
 		switch {
 		case !ok:
 			t.Errorf("%v: no such host", a)
-		case h.Maintenance:
-			t.Errorf("%v: the host is in maintenance", a)
+		case !h.InService():
+			t.Errorf("%v: the host is out of service", a)
 		case vm.Host != "" && a.Host != vm.Host:
 			t.Errorf("%v: the VM is pinned to %s", a, vm.Host)
 		case vm.DomainType != "" && !slices.Contains(h.DomainTypes, vm.DomainType):
@@ -257,11 +267,18 @@ func checkInvariants(t *testing.T, c Cluster, res Result) {
 		if cpus > h.VCPUCapacity() {
 			t.Errorf("host %s: %d vCPUs committed, capacity %d", name, cpus, h.VCPUCapacity())
 		}
-		for i, a := range on {
-			for _, b := range on[i+1:] {
-				if a.SpreadGroup != "" && a.SpreadGroup == b.SpreadGroup && !(a.Fixed && b.Fixed) {
-					t.Errorf("host %s: %s and %s of spread group %q", name, a.Name, b.Name, a.SpreadGroup)
+		members, movable := make(map[string]int), make(map[string]int)
+		for _, vm := range on {
+			if vm.SpreadGroup != "" {
+				members[vm.SpreadGroup]++
+				if !vm.Fixed {
+					movable[vm.SpreadGroup]++
 				}
+			}
+		}
+		for g, n := range members {
+			if movable[g] > 0 && n > each(c, g) {
+				t.Errorf("host %s: %d VMs of spread group %q, at most %d may share it", name, n, g, each(c, g))
 			}
 		}
 	}
@@ -291,6 +308,8 @@ func checkMovesAreJustified(t *testing.T, c Cluster, res Result, hosts map[strin
 		switch a.Reason {
 		case Maintenance:
 			justified = known && h.Maintenance
+		case HostFailed:
+			justified = known && h.Failed
 		case PinChanged:
 			justified = vm.Host != "" && vm.Host != a.From
 		case HostRemoved:
@@ -298,9 +317,13 @@ func checkMovesAreJustified(t *testing.T, c Cluster, res Result, hosts map[strin
 		case Failback:
 			justified = !slices.Contains(vm.PreferredHosts, a.From) && slices.Contains(vm.PreferredHosts, a.Host)
 		case SpreadGroup:
+			others := 0
 			for _, other := range stayers[a.From] {
-				justified = justified || other.Name != vm.Name && other.SpreadGroup == vm.SpreadGroup
+				if other.Name != vm.Name && other.SpreadGroup == vm.SpreadGroup {
+					others++
+				}
 			}
+			justified = others >= each(c, vm.SpreadGroup)
 		case NoLongerFits:
 			mem, cpus := h.ForeignMemoryMiB+vm.MemoryMiB, int64(h.ForeignVCPUs+vm.VCPUs)
 			for _, other := range stayers[a.From] {
@@ -314,6 +337,28 @@ func checkMovesAreJustified(t *testing.T, c Cluster, res Result, hosts map[strin
 			t.Errorf("%v: the VM could have stayed", a)
 		}
 	}
+}
+
+// each is how many VMs of group one host may take in c, worked out from
+// DESIGN.md's invariant 3 rather than from the engine: one while the group
+// has no more VMs than there are hosts in service, else as few as spread
+// them over the hosts in service.
+func each(c Cluster, group string) int {
+	n, k := 0, 0
+	for _, vm := range c.VMs {
+		if vm.SpreadGroup == group {
+			n++
+		}
+	}
+	for _, h := range c.Hosts {
+		if h.InService() {
+			k++
+		}
+	}
+	if n <= k || k == 0 {
+		return 1
+	}
+	return (n + k - 1) / k
 }
 
 // checkStable checks that planning again once the moves are made moves

@@ -18,6 +18,10 @@ type stack struct {
 	// only their members: no check asks about any other group, and
 	// tracking every group of a large cluster would cost Place its speed.
 	groups map[string]bool
+	// each is, per spread group that shares hosts, how many of its VMs one
+	// host may take (see spreadGroups); 1 for every other group.
+	each   map[string]int
+	strict bool
 }
 
 // newStack returns the pipeline over hosts, or an error for an invalid host.
@@ -25,10 +29,12 @@ func newStack(hosts []Host, opts Options) (*stack, error) {
 	s := &stack{
 		hosts:   make([]hostState, len(hosts)),
 		index:   make(map[string]int, len(hosts)),
-		checks:  checks(),
 		rankers: rankers(opts.Strategy),
 		groups:  make(map[string]bool),
+		each:    make(map[string]int),
+		strict:  opts.StrictSpread,
 	}
+	s.checks = checks(s.each)
 	for i := range hosts {
 		h := &hosts[i]
 		if err := validateHost(*h); err != nil {
@@ -97,7 +103,7 @@ func (s *stack) leave(h *hostState, vm *VM) (why Reason, ok bool) {
 		return HostRemoved, false
 	}
 	if c := s.failing(h, vm); c != nil {
-		return c.leave(), false
+		return c.leave(h), false
 	}
 	return "", true
 }
