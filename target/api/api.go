@@ -368,7 +368,8 @@ func (a *API) volumeJSON(v store.Volume) wire.Volume {
 }
 
 func snapshotJSON(s store.Snapshot) wire.Snapshot {
-	return wire.Snapshot{ID: s.ID, Volume: s.Volume, SizeMiB: s.SizeMiB, Method: s.Method, CreatedAt: s.CreatedAt, Set: s.Set}
+	return wire.Snapshot{ID: s.ID, Volume: s.Volume, SizeMiB: s.SizeMiB, Method: s.Method, CreatedAt: s.CreatedAt, Set: s.Set,
+		State: stateJSON(s.Copying), CopiedBytes: s.CopiedBytes, TotalBytes: s.TotalBytes}
 }
 
 func snapshotSetJSON(s store.SnapshotSet) wire.SnapshotSet {
@@ -380,6 +381,9 @@ func snapshotSetJSON(s store.SnapshotSet) wire.SnapshotSet {
 		Snapshots:   make([]wire.Snapshot, 0, len(s.Snapshots)),
 		Method:      s.Method,
 		HoldMS:      (s.Hold + time.Millisecond - 1).Milliseconds(), // a hold shows as at least 1
+		State:       stateJSON(s.Copying),
+		CopiedBytes: s.CopiedBytes,
+		TotalBytes:  s.TotalBytes,
 	}
 	if out.Labels == nil {
 		out.Labels = map[string]string{}

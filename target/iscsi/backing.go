@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/drover/terraform-provider-drover/target/store"
 	"github.com/gostor/gotgt/pkg/api"
 	"golang.org/x/sys/unix"
 )
@@ -21,6 +22,9 @@ type fileStore struct {
 	path    string
 	f       *os.File
 	metrics *volumeMetrics
+	// guard, if set, sees every change to the file's data before it is
+	// made (writeAt and punch are the only places that change it).
+	guard store.WriteGuard
 }
 
 var _ api.BackingStore = (*fileStore)(nil)
@@ -70,6 +74,9 @@ func (s *fileStore) readAtNoWait(b []byte, off int64) error {
 }
 
 func (s *fileStore) writeAt(b []byte, off int64) error {
+	if s.guard != nil {
+		s.guard.BeforeWrite(off, int64(len(b)))
+	}
 	_, err := s.f.WriteAt(b, off)
 	return err
 }
@@ -79,6 +86,9 @@ func (s *fileStore) sync() error { return syscall.Fdatasync(int(s.f.Fd())) }
 // punch deallocates a range; reads of it return zeros afterwards.
 func (s *fileStore) punch(off, length int64) error {
 	const punchHole, keepSize = 0x02, 0x01
+	if s.guard != nil {
+		s.guard.BeforeWrite(off, length)
+	}
 	return syscall.Fallocate(int(s.f.Fd()), punchHole|keepSize, off, length)
 }
 

@@ -44,6 +44,9 @@ type Config struct {
 	// Reservations keeps persistent reservations across restarts (the
 	// volume store); nil keeps them in memory only.
 	Reservations ReservationStore
+	// WriteGuards, when set, gives each volume the guard every change to
+	// its data passes first (the store's copy-before-write snapshots).
+	WriteGuards WriteGuards
 
 	// Bounds on connections that have not finished logging in; each zero
 	// means its default. A connection gets LoginTimeout to log in. At
@@ -67,6 +70,7 @@ const (
 type Engine struct {
 	log     *slog.Logger
 	resv    ReservationStore // Config.Reservations
+	guards  WriteGuards      // Config.WriteGuards
 	ln      net.Listener
 	metrics *metrics
 	wg      sync.WaitGroup // accept loop and connections
@@ -141,6 +145,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		log:      log,
 		resv:     cfg.Reservations,
+		guards:   cfg.WriteGuards,
 		ln:       ln,
 		metrics:  m,
 		volumes:  map[string]*volume{},
@@ -217,6 +222,9 @@ func (e *Engine) Add(ex Export) error {
 	store, err := openFileStore(ex.Path, vm)
 	if err != nil {
 		return fmt.Errorf("add %s: %w", ex.Name, err)
+	}
+	if e.guards != nil {
+		store.guard = e.guards.WriteGuard(ex.Name)
 	}
 	size, err := store.size()
 	if err != nil || size == 0 {

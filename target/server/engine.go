@@ -20,7 +20,7 @@ func newISCSIEngine(c EngineConfig) (Exporter, error) {
 	e, err := iscsi.New(iscsi.Config{
 		Listen: c.Listen, Logger: c.Logger, Registerer: c.Registerer,
 		LoginTimeout: c.Logins.Timeout, MaxPendingLogins: c.Logins.MaxPending, MaxPendingLoginsPerAddr: c.Logins.MaxPendingPerAddr,
-		Reservations: c.Reservations,
+		Reservations: c.Reservations, WriteGuards: c.WriteGuards,
 	})
 	if err != nil {
 		return nil, err

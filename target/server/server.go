@@ -45,6 +45,9 @@ type EngineConfig struct {
 	// Reservations keeps the volumes' persistent reservations (the store),
 	// so that they survive a restart.
 	Reservations iscsi.ReservationStore
+	// WriteGuards gives each volume's writes the store's copy-before-write
+	// guard, so that snapshots on filesystems without reflinks are instant.
+	WriteGuards iscsi.WriteGuards
 }
 
 // LoginLimits bound the connections that have not finished logging in
@@ -165,11 +168,11 @@ func Start(cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	s.store, err = store.Open(cfg.DataDir, store.Options{Logger: cfg.Logger.With("component", "store"), NoReflink: cfg.NoReflink})
+	s.store, err = store.Open(cfg.DataDir, store.Options{Logger: cfg.Logger.With("component", "store"), NoReflink: cfg.NoReflink, CopyBeforeWrite: true})
 	if err != nil {
 		return nil, err
 	}
-	s.engine, err = cfg.NewEngine(EngineConfig{Listen: cfg.ISCSIListen, Logger: cfg.Logger, Registerer: s.registry, Logins: cfg.Logins, Reservations: s.store})
+	s.engine, err = cfg.NewEngine(EngineConfig{Listen: cfg.ISCSIListen, Logger: cfg.Logger, Registerer: s.registry, Logins: cfg.Logins, Reservations: s.store, WriteGuards: s.store})
 	if err != nil {
 		return nil, fmt.Errorf("start iSCSI engine on %s: %w", cfg.ISCSIListen, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -28,6 +29,12 @@ type SnapshotSet struct {
 	// Hold is how long writes to the volumes were held for the cut (see
 	// SetRequest.Freeze); 0 without Freeze.
 	Hold time.Duration
+	// Copying is true while copy-before-write copies fill some of its
+	// snapshots: CopiedBytes of TotalBytes (all its snapshots) are in
+	// (equal once done). Its snapshots can be read, cloned from or deleted
+	// once they are done.
+	Copying                 bool
+	CopiedBytes, TotalBytes int64
 }
 
 // SetRequest describes a new snapshot set.
@@ -113,11 +120,34 @@ func (s *Store) CreateSnapshotSet(ctx context.Context, req SetRequest) (Snapshot
 		}
 	}
 
-	methods, hold, err := s.cut(ctx, "set", req.Freeze, snaps, dsts, ins)
+	methods, jobs, hold, err := s.cut(ctx, "set", req.Freeze, snaps, dsts, ins)
 	if err != nil {
 		return fail(err)
 	}
 	s.step("set/cut")
+	set.HoldNS = int64(hold)
+	for i := range snaps {
+		snaps[i].Method = methods[i]
+	}
+	if jobs != nil {
+		// Copy-before-write: the files are the copier's from here.
+		fs, is := slices.Clone(dsts), slices.Clone(ins)
+		clear(dsts)
+		clear(ins)
+		if err := s.copyLater("set", &set, snaps, jobs, fs, is); err != nil {
+			for _, j := range jobs {
+				if j != nil {
+					s.copies.end(j)
+				}
+			}
+			for i := range fs {
+				fs[i].Close()
+				is[i].Close()
+			}
+			return fail(err)
+		}
+		return s.snapshotSet(set, snaps), nil
+	}
 
 	for i, rec := range snaps {
 		f := dsts[i]
@@ -132,10 +162,8 @@ func (s *Store) CreateSnapshotSet(ctx context.Context, req SetRequest) (Snapshot
 	s.step("set/files")
 
 	set.State = stateReady
-	set.HoldNS = int64(hold)
 	for i := range snaps {
 		snaps[i].State = stateReady
-		snaps[i].Method = methods[i]
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		sb := tx.Bucket(bucketSnapshots)
@@ -213,15 +241,27 @@ func (s *Store) recordSet(req SetRequest) (setRecord, []snapshotRecord, []string
 }
 
 // cut clones every volume into its snapshot file under freeze, for a
-// snapshot set or a single snapshot (op names the crash step). hold is the
-// time from the freeze to the thaw.
-func (s *Store) cut(ctx context.Context, op string, freeze Freeze, snaps []snapshotRecord, dsts, srcs []*os.File) (methods []string, hold time.Duration, err error) {
+// snapshot set or a single snapshot (op names the crash step), or starts
+// its copy-before-write copy (jobs, nil if none was started; jobs[i] is nil
+// for a volume cut otherwise). hold is the time from the freeze to the thaw.
+func (s *Store) cut(ctx context.Context, op string, freeze Freeze, snaps []snapshotRecord, dsts, srcs []*os.File) (methods []string, jobs []*copyJob, hold time.Duration, err error) {
+	started := make([]*copyJob, len(snaps))
+	defer func() { // after the thaw: a cut that failed or did not last copies nothing
+		if err != nil {
+			for _, j := range started {
+				if j != nil {
+					s.copies.end(j)
+				}
+			}
+			jobs = nil
+		}
+	}()
 	cutCtx := ctx
 	if freeze != nil {
 		start := time.Now()
 		c, thaw, ferr := freeze(ctx)
 		if ferr != nil {
-			return nil, 0, ferr
+			return nil, nil, 0, ferr
 		}
 		cutCtx = c
 		defer func() {
@@ -236,15 +276,19 @@ func (s *Store) cut(ctx context.Context, op string, freeze Freeze, snaps []snaps
 	methods = make([]string, len(snaps))
 	for i := range snaps {
 		if err := cutCtx.Err(); err != nil {
-			return nil, 0, fmt.Errorf("snapshot volume %q: %w", snaps[i].Volume, err)
+			return nil, nil, 0, fmt.Errorf("snapshot volume %q: %w", snaps[i].Volume, err)
 		}
-		m, err := s.cloneInto(cutCtx, dsts[i], srcs[i])
+		m, j, err := s.cutInto(cutCtx, snaps[i], dsts[i], srcs[i])
 		if err != nil {
-			return nil, 0, fmt.Errorf("snapshot volume %q: %w", snaps[i].Volume, err)
+			return nil, nil, 0, fmt.Errorf("snapshot volume %q: %w", snaps[i].Volume, err)
 		}
 		methods[i] = m
+		if j != nil {
+			started[i] = j
+			jobs = started
+		}
 	}
-	return methods, 0, nil
+	return methods, jobs, 0, nil
 }
 
 // finishFile sizes a snapshot file, makes it durable and closes it.
@@ -303,6 +347,9 @@ func (s *Store) recoverSets(tx *bolt.Tx) error {
 		var r setRecord
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("snapshot set record %q: %w", k, err)
+		}
+		if r.State == stateCopying {
+			s.log.Warn("dropping snapshot set whose copy was cut short by a crash or a stop", "set", r.ID)
 		}
 		if r.State != stateReady {
 			drop = append(drop, r)
@@ -368,21 +415,26 @@ func (s *Store) snapshotSet(r setRecord, snaps []snapshotRecord) SnapshotSet {
 		out.Labels = map[string]string{}
 	}
 	for _, sr := range snaps {
-		out.Snapshots = append(out.Snapshots, s.snapshot(sr))
+		sn := s.snapshot(sr)
+		out.Snapshots = append(out.Snapshots, sn)
 		if sr.Method != MethodReflink {
 			out.Method = MethodCopy
 		}
+		out.TotalBytes += sn.TotalBytes
+		out.CopiedBytes += sn.CopiedBytes
+		out.Copying = out.Copying || sn.Copying
 	}
 	return out
 }
 
-// readySet reads a ready set and its snapshots in one transaction.
+// readySet reads a ready (or copying) set and its snapshots in one
+// transaction.
 func (s *Store) readySet(tx *bolt.Tx, id string) (setRecord, []snapshotRecord, error) {
 	r, ok, err := getSet(tx.Bucket(bucketSets), id)
 	if err != nil {
 		return r, nil, err
 	}
-	if !ok || r.State != stateReady {
+	if !ok || (r.State != stateReady && r.State != stateCopying) {
 		return r, nil, errorf(ErrNotFound, "snapshot set %q does not exist", id)
 	}
 	snaps := make([]snapshotRecord, 0, len(r.Snapshots))
@@ -474,7 +526,7 @@ func (s *Store) SnapshotSetAttachment(id, name string) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		if !ok || r.State != stateReady {
+		if !ok || (r.State != stateReady && r.State != stateCopying) {
 			return errorf(ErrNotFound, "snapshot set %q does not exist", id)
 		}
 		v := tx.Bucket(bucketAttachments).Get(attachmentKey(id, name))
@@ -550,6 +602,9 @@ func (s *Store) DeleteSnapshotSet(ctx context.Context, id string) error {
 		r, snaps, err := s.readySet(tx, id)
 		if err != nil {
 			return err
+		}
+		if r.State == stateCopying {
+			return errorf(ErrConflict, "snapshot set %s is still being copied: wait until GET /v1/snapshot-sets/%s shows it ready, then delete it", id, id)
 		}
 		for _, sr := range snaps {
 			files = append(files, sr.File)

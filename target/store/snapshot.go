@@ -77,17 +77,35 @@ func (s *Store) CreateSnapshot(ctx context.Context, volume string, freeze Freeze
 	if err != nil {
 		return fail(fmt.Errorf("snapshot volume %q: %w", volume, err))
 	}
-	defer in.Close()
+	defer func() {
+		if in != nil {
+			in.Close()
+		}
+	}()
 	dst, err := s.createFile(rec.File)
 	if err != nil {
 		return fail(fmt.Errorf("snapshot volume %q: %w", volume, err))
 	}
-	defer dst.Close() // after finishFile, a no-op
-	methods, _, err := s.cut(ctx, "snapshot", freeze, []snapshotRecord{rec}, []*os.File{dst}, []*os.File{in})
+	defer func() {
+		if dst != nil {
+			dst.Close() // after finishFile, a no-op
+		}
+	}()
+	methods, jobs, _, err := s.cut(ctx, "snapshot", freeze, []snapshotRecord{rec}, []*os.File{dst}, []*os.File{in})
 	if err != nil {
 		return fail(err)
 	}
 	rec.Method = methods[0]
+	if jobs != nil {
+		// Copy-before-write: the files are the copier's from here.
+		recs := []snapshotRecord{rec}
+		if err := s.copyLater("snapshot", nil, recs, jobs, []*os.File{dst}, []*os.File{in}); err != nil {
+			s.copies.end(jobs[0])
+			return fail(err)
+		}
+		in, dst = nil, nil
+		return s.snapshot(recs[0]), nil
+	}
 	if err := s.finishFile(dst, rec.SizeMiB*MiB); err != nil {
 		return fail(fmt.Errorf("snapshot volume %q: %w", volume, err))
 	}
@@ -117,7 +135,7 @@ func (s *Store) GetSnapshot(id string) (Snapshot, error) {
 	if err := CheckSnapshotID(id); err != nil {
 		return Snapshot{}, err
 	}
-	r, err := s.readySnapshot(id)
+	r, err := s.visibleSnapshot(id)
 	if err != nil {
 		return Snapshot{}, err
 	}
@@ -139,7 +157,7 @@ func (s *Store) ListSnapshots(volume string) ([]Snapshot, error) {
 			if err != nil {
 				return err
 			}
-			if r.State == stateReady && (volume == "" || r.Volume == volume) {
+			if (r.State == stateReady || r.State == stateCopying) && (volume == "" || r.Volume == volume) {
 				recs = append(recs, r)
 			}
 			return nil
@@ -174,6 +192,9 @@ func (s *Store) DeleteSnapshot(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
+		if ok && rec.State == stateCopying {
+			return s.stillCopying(rec)
+		}
 		if !ok || rec.State != stateReady {
 			return errorf(ErrNotFound, "snapshot %q does not exist", id)
 		}
@@ -195,10 +216,14 @@ func (s *Store) DeleteSnapshot(ctx context.Context, id string) error {
 // OpenSnapshot opens a snapshot's data for reading; the caller closes it.
 // The open file stays readable even if the snapshot is deleted meanwhile.
 func (s *Store) OpenSnapshot(id string) (*os.File, Snapshot, error) {
-	snap, err := s.GetSnapshot(id)
+	if err := CheckSnapshotID(id); err != nil {
+		return nil, Snapshot{}, err
+	}
+	r, err := s.readySnapshot(id) // a snapshot still copying is refused
 	if err != nil {
 		return nil, Snapshot{}, err
 	}
+	snap := s.snapshot(r)
 	f, err := os.Open(snap.Path)
 	if err != nil {
 		return nil, Snapshot{}, fmt.Errorf("open snapshot %s: %w", id, err)

@@ -42,6 +42,10 @@ type state string
 const (
 	stateCreating state = "creating"
 	stateReady    state = "ready"
+	// stateCopying: a snapshot (or set) that is cut, whose file a
+	// copy-before-write copier is still filling (see cbw.go). It is shown
+	// with its progress but cannot be read yet; Open drops it.
+	stateCopying state = "copying"
 )
 
 // Volume is a volume as the store describes it.
@@ -91,6 +95,11 @@ type Snapshot struct {
 	CreatedAt time.Time
 	Method    string // MethodReflink or MethodCopy
 	Set       string // the snapshot set it belongs to, if any
+	// Copying is true while a copy-before-write copy fills the snapshot:
+	// CopiedBytes of TotalBytes are in (equal once done); it cannot be
+	// read until done.
+	Copying                 bool
+	CopiedBytes, TotalBytes int64
 }
 
 type volumeRecord struct {
@@ -129,6 +138,14 @@ type Options struct {
 	// power loss do. By default they are kept: a restart of drover-target
 	// is not a power loss of the initiators, and fences rely on them.
 	VolatileRegistrations bool
+	// CopyBeforeWrite makes a snapshot that cannot be a reflink a
+	// copy-before-write one: the cut only starts tracking the volume's
+	// writes and the copy is made in the background (see cbw.go). Off, the
+	// copy is made during the cut, under its freeze.
+	CopyBeforeWrite bool
+	// CopyRate bounds the background copier of each copy-before-write
+	// snapshot, in bytes per second of data copied; 0: as fast as it goes.
+	CopyRate int64
 }
 
 // Store is the volume store of one data directory. Its methods are safe for
@@ -142,6 +159,9 @@ type Store struct {
 	// volatileRegistrations: see Options.VolatileRegistrations.
 	volatileRegistrations bool
 	locks                 keyLocks
+	cbw                   bool   // Options.CopyBeforeWrite
+	copies                copies // copy-before-write snapshots being copied
+	copyRate              int64  // Options.CopyRate
 	closeOnce             sync.Once
 	closeErr              error
 
@@ -184,6 +204,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		noReflink:             opts.NoReflink,
 		qemuImg:               opts.QemuImg,
 		volatileRegistrations: opts.VolatileRegistrations,
+		cbw:                   opts.CopyBeforeWrite,
+		copyRate:              opts.CopyRate,
 		reflink:               func(dst, src *os.File) error { return unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())) },
 	}
 	if s.log == nil {
@@ -201,7 +223,10 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // Close closes the metadata database. It is safe to call more than once.
 func (s *Store) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	s.closeOnce.Do(func() {
+		s.copies.stop() // copies cut short drop their snapshots
+		s.closeErr = s.db.Close()
+	})
 	return s.closeErr
 }
 
@@ -326,6 +351,11 @@ func (s *Store) recoverSnapshots(tx *bolt.Tx) ([]snapshotRecord, error) {
 		var r snapshotRecord
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("snapshot record %q: %w", k, err)
+		}
+		if r.State == stateCopying {
+			s.log.Warn("dropping snapshot whose copy was cut short by a crash or a stop", "snapshot", r.ID, "set", r.Set)
+			drop = append(drop, k)
+			return nil
 		}
 		if r.State != stateReady {
 			s.log.Warn("rolling back snapshot interrupted by a crash", "snapshot", r.ID)
@@ -470,6 +500,9 @@ func (s *Store) readySnapshot(id string) (snapshotRecord, error) {
 		if err != nil {
 			return err
 		}
+		if ok && r.State == stateCopying {
+			return s.stillCopying(r)
+		}
 		if !ok || r.State != stateReady {
 			return errorf(ErrNotFound, "snapshot %q does not exist", id)
 		}
@@ -490,7 +523,13 @@ func (s *Store) volume(r volumeRecord) Volume {
 }
 
 func (s *Store) snapshot(r snapshotRecord) Snapshot {
-	return Snapshot{ID: r.ID, Volume: r.Volume, SizeMiB: r.SizeMiB, Path: s.abs(r.File), CreatedAt: r.CreatedAt, Method: r.Method, Set: r.Set}
+	out := Snapshot{ID: r.ID, Volume: r.Volume, SizeMiB: r.SizeMiB, Path: s.abs(r.File), CreatedAt: r.CreatedAt, Method: r.Method, Set: r.Set}
+	out.CopiedBytes, out.TotalBytes = r.SizeMiB*MiB, r.SizeMiB*MiB
+	if r.State == stateCopying {
+		out.Copying = true
+		out.CopiedBytes, _, _ = s.copies.progress(r.ID)
+	}
+	return out
 }
 
 func cloneAccess(a Access) Access {

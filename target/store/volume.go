@@ -57,6 +57,9 @@ func (s *Store) Clone(ctx context.Context, name string, src Source, sizeMiB int6
 	var srcSize int64
 	if src.Snapshot != "" {
 		r, err := s.readySnapshot(src.Snapshot)
+		if errors.Is(err, ErrConflict) {
+			return Volume{}, fmt.Errorf("source.snapshot: %w", err) // still copying
+		}
 		if err != nil {
 			return Volume{}, errorf(ErrNotFound, "source.snapshot: snapshot %q does not exist", src.Snapshot)
 		}

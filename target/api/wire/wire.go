@@ -47,7 +47,19 @@ type Snapshot struct {
 	Method    string    `json:"method"`
 	CreatedAt time.Time `json:"created_at"`
 	Set       string    `json:"set,omitempty"` // the snapshot set it belongs to, if any
+	// State is "ready", or "copying" while a copy-before-write copy fills
+	// it (on a filesystem without reflinks): it cannot be downloaded or
+	// cloned until ready. CopiedBytes of TotalBytes are in (equal when ready).
+	State       string `json:"state"`
+	CopiedBytes int64  `json:"copied_bytes"`
+	TotalBytes  int64  `json:"total_bytes"`
 }
+
+// Snapshot and snapshot set states.
+const (
+	StateReady   = "ready"
+	StateCopying = "copying"
+)
 
 // SnapshotSet is snapshots of several volumes cut at one instant (writes
 // to all of them held meanwhile), with labels and attachments: a backup of
@@ -60,6 +72,11 @@ type SnapshotSet struct {
 	Snapshots   []Snapshot        `json:"snapshots"`   // in the order of the request's volumes
 	Method      string            `json:"method"`      // "copy" if any snapshot was copied, else "reflink"
 	HoldMS      int64             `json:"hold_ms"`     // how long writes to the volumes were held
+	// State is "copying" while any of its snapshots is, else "ready";
+	// CopiedBytes of TotalBytes are in, over all its snapshots.
+	State       string `json:"state"`
+	CopiedBytes int64  `json:"copied_bytes"`
+	TotalBytes  int64  `json:"total_bytes"`
 }
 
 // Extent is a byte range of a snapshot that holds data.

@@ -83,6 +83,9 @@ func TestKillNineWhileWritingLosesNoFlushedWrite(t *testing.T) {
 	}
 	mustQemuIO(t, d, crashVolume, writeCommands(before, true))
 	snap, err := c.CreateSnapshot(ctx, crashVolume)
+	if err == nil {
+		snap, err = c.WaitSnapshot(ctx, snap.ID) // copy-before-write on this filesystem
+	}
 	if err != nil {
 		t.Fatalf("snapshot %s: %v", crashVolume, err)
 	}
@@ -295,6 +298,11 @@ func startChurn(c *storage.Client, round int, w world) *churn {
 				r.created[name] = v
 			}
 			s, err := c.CreateSnapshot(ctx, "other")
+			if err == nil {
+				// Acknowledged means usable: a copy-before-write
+				// snapshot cut short by the kill is dropped.
+				s, err = c.WaitSnapshot(ctx, s.ID)
+			}
 			if !definite(err) {
 				r.snapRisk = true
 				return
