@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -42,25 +43,44 @@ func loginStatus(t *testing.T, e *Engine, target, initiator string, isid [6]byte
 	return status
 }
 
+// bgTool is an initiator tool running in the background.
+type bgTool struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it has exited
+}
+
+func (b *bgTool) running() bool {
+	select {
+	case <-b.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // startQemuIO starts qemu-io on a volume in the background; the test ends
 // it by its pid.
-func startQemuIO(t *testing.T, e *Engine, ex Export, initiator string, cmds ...string) *exec.Cmd {
+func startQemuIO(t *testing.T, e *Engine, ex Export, initiator string, cmds ...string) *bgTool {
 	t.Helper()
 	requireTool(t, "qemu-io")
-	cmd := exec.Command("qemu-io", qemuIOArgs(e, ex, initiator, cmds...)...)
+	b := &bgTool{cmd: exec.Command("qemu-io", qemuIOArgs(e, ex, initiator, cmds...)...), done: make(chan struct{})}
 	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	b.cmd.Stdout, b.cmd.Stderr = &out, &out
+	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		b.cmd.Wait()
+		close(b.done)
+	}()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		b.cmd.Process.Kill()
+		<-b.done
 		if t.Failed() {
-			t.Logf("qemu-io output:\n%s", out.String())
+			t.Logf("qemu-io as %s:\n%s", initiator, out.String())
 		}
 	})
-	return cmd
+	return b
 }
 
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
@@ -132,7 +152,7 @@ func TestAFencedInitiatorIsShutOutAndNothingItWritesLandsAfterTheFence(t *testin
 		}
 		cmds = append(cmds, fmt.Sprintf("write -P 0x%02x %d %d", i%254+1, (i*(64<<10))%(size-(256<<10)), n))
 	}
-	startQemuIO(t, e, ex, testInitiator, cmds...)
+	writer := startQemuIO(t, e, ex, testInitiator, cmds...)
 	deadline := time.Now().Add(20 * time.Second)
 	for !bytes.ContainsAny(readFile(t, ex.Path, 0, size), "\x02\x03\x04") {
 		if time.Now().After(deadline) {
@@ -176,8 +196,11 @@ func TestAFencedInitiatorIsShutOutAndNothingItWritesLandsAfterTheFence(t *testin
 	if n := sessionsOf(e, testInitiator); n != 0 {
 		t.Errorf("sessions of the fenced initiator 3 s after Fence: got %d, want 0", n)
 	}
-	if reader.ProcessState != nil || sessionsOf(e, testInitiator2) != 1 {
-		t.Errorf("the other initiator: %d sessions, want its one session to carry on", sessionsOf(e, testInitiator2))
+	if !reader.running() || sessionsOf(e, testInitiator2) != 1 {
+		t.Errorf("the other initiator: running %v with %d sessions, want its one session to carry on", reader.running(), sessionsOf(e, testInitiator2))
+	}
+	if !writer.running() {
+		t.Error("the fenced initiator's qemu-io ended; want it still retrying, as libiscsi does for ever")
 	}
 	mustSucceed(t, "another initiator's write", <-runQemuIO(t, e, ex, testInitiator2, "write -P 0xee 0 4k"))
 	if got := gaugeValue(t, reg, "drover_iscsi_fenced_initiators"); got != 1 {
@@ -229,9 +252,9 @@ func TestAWriteWaitingWhenTheFenceComesNeverLands(t *testing.T) {
 	if got := readFile(t, ex.Path, 1<<20, 1<<20); !bytes.Equal(got, zeros) {
 		t.Errorf("the large write landed after Fence returned: got %x... at 1 MiB, want zeros", got[:8])
 	}
-	for _, p := range []*exec.Cmd{small, large} {
-		if p.ProcessState != nil {
-			t.Errorf("qemu-io %d ended, want it still retrying against the fence", p.Process.Pid)
+	for _, p := range []*bgTool{small, large} {
+		if !p.running() {
+			t.Errorf("qemu-io %d ended, want it still retrying against the fence", p.cmd.Process.Pid)
 		}
 	}
 }
@@ -329,5 +352,39 @@ func TestFenceGivesUpAtItsDeadline(t *testing.T) {
 	}
 	if got := loginStatus(t, e, ex.IQN, testInitiator, isid2); got != loginForbidden {
 		t.Errorf("login after a Fence that timed out: got %#04x, want %#04x (the fence holds)", got, loginForbidden)
+	}
+}
+
+// TestFenceWaitsForTheCommandsItsSessionsAreRunning: a command of the
+// fenced initiator that is running when the fence comes (here one that
+// takes 300 ms to write, standing in for a pwrite in progress) finishes
+// before Fence returns, not after.
+func TestFenceWaitsForTheCommandsItsSessionsAreRunning(t *testing.T) {
+	e, _ := startEngine(t)
+	ex := exportVolume(t, e, "busy", 1<<20, testInitiator)
+	rawLogin(t, e, ex, testInitiator)
+	waitForSessions(t, e, "busy", 1)
+	e.mu.Lock()
+	var s *session
+	for o := range e.sessions {
+		s = o
+	}
+	e.mu.Unlock()
+	s.inflight.Add(1) // as dispatch does for a command goroutine
+	go func() {
+		defer s.inflight.Done()
+		time.Sleep(300 * time.Millisecond)
+		f, err := os.OpenFile(ex.Path, os.O_RDWR, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		f.WriteAt([]byte("late write"), 0)
+	}()
+	if err := e.Fence(context.Background(), testInitiator); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, ex.Path, 0, 10); string(got) != "late write" {
+		t.Errorf("the volume when Fence returned: got %q at 0, want the running command's write in (Fence waits for it)", got)
 	}
 }

@@ -135,7 +135,12 @@ func TestAFenceHoldsAcrossRestartsUntilItIsLifted(t *testing.T) {
 	if err := writer.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { writer.Process.Kill(); writer.Wait() }()
+	exited := make(chan struct{})
+	go func() {
+		writer.Wait()
+		close(exited)
+	}()
+	defer func() { writer.Process.Kill(); <-exited }()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(call(t, s, "GET", "/v1/sessions", "", http.StatusOK), hostA) || !hasData(t, path) {
 		if time.Now().After(deadline) {
@@ -165,8 +170,10 @@ func TestAFenceHoldsAcrossRestartsUntilItIsLifted(t *testing.T) {
 	if after, _ := os.ReadFile(path); !bytes.Equal(after, fenced) {
 		t.Error("the volume changed after PUT /v1/fences answered: a write of the fenced host landed")
 	}
-	if writer.ProcessState != nil {
+	select {
+	case <-exited:
 		t.Error("alpha's qemu-io gave up; want it still retrying (as a half-dead host's QEMU does)")
+	default:
 	}
 	metrics := call(t, s, "GET", "/metrics", "", http.StatusOK)
 	if !strings.Contains(metrics, "drover_iscsi_fenced_initiators 1") {
