@@ -243,21 +243,30 @@ type changes struct {
 	snaps    map[string]wire.Snapshot
 	unsure   map[string]bool // volume names
 	snapRisk bool            // a snapshot request was in flight
+	// fences put and lifted, and the initiator whose PUT or DELETE was in
+	// flight
+	fences    map[string]wire.Fence
+	unfenced  map[string]bool
+	fenceRisk map[string]bool
 }
 
-func (c changes) count() int { return len(c.created) + len(c.deleted) + len(c.snaps) }
+func (c changes) count() int {
+	return len(c.created) + len(c.deleted) + len(c.snaps) + len(c.fences) + len(c.unfenced)
+}
 
 func (c changes) inFlight() int {
+	n := len(c.unsure) + len(c.fenceRisk)
 	if c.snapRisk {
-		return len(c.unsure) + 1
+		n++
 	}
-	return len(c.unsure)
+	return n
 }
 
 func startChurn(c *storage.Client, round int, w world) *churn {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := &churn{cancel: cancel, done: make(chan struct{}), res: changes{
 		created: map[string]wire.Volume{}, deleted: map[string]bool{}, snaps: map[string]wire.Snapshot{}, unsure: map[string]bool{},
+		fences: map[string]wire.Fence{}, unfenced: map[string]bool{}, fenceRisk: map[string]bool{},
 	}}
 	// Volumes left by earlier rounds are deleted first; then create,
 	// snapshot, delete in turn.
@@ -297,6 +306,15 @@ func startChurn(c *storage.Client, round int, w world) *churn {
 			if err == nil {
 				r.created[name] = v
 			}
+			initiator := "iqn.2026-11.io.drover.crash:" + name
+			f, err := c.Fence(ctx, initiator, fmt.Sprintf("round %d", round))
+			if !definite(err) {
+				r.fenceRisk[initiator] = true
+				return
+			}
+			if err == nil {
+				r.fences[initiator] = f
+			}
 			s, err := c.CreateSnapshot(ctx, "other")
 			if err == nil {
 				// Acknowledged means usable: a copy-before-write
@@ -320,6 +338,15 @@ func startChurn(c *storage.Client, round int, w world) *churn {
 					delete(r.created, name)
 					r.deleted[name] = true
 				}
+				err = c.Unfence(ctx, initiator)
+				if !definite(err) {
+					r.fenceRisk[initiator] = true
+					return
+				}
+				if err == nil {
+					delete(r.fences, initiator)
+					r.unfenced[initiator] = true
+				}
 			}
 			select {
 			case <-ctx.Done():
@@ -336,10 +363,12 @@ func (ch *churn) stop() changes {
 	return ch.res
 }
 
-// world is the metadata the daemon reports: volumes and their snapshots.
+// world is the metadata the daemon reports: volumes, their snapshots and
+// the fences.
 type world struct {
 	volumes   map[string]wire.Volume
 	snapshots map[string]wire.Snapshot
+	fences    map[string]wire.Fence
 }
 
 func worldOf(t *testing.T, c *storage.Client) world {
@@ -349,7 +378,14 @@ func worldOf(t *testing.T, c *storage.Client) world {
 	if err != nil {
 		t.Fatalf("list volumes: %v", err)
 	}
-	w := world{volumes: map[string]wire.Volume{}, snapshots: map[string]wire.Snapshot{}}
+	fences, err := c.Fences(ctx)
+	if err != nil {
+		t.Fatalf("list fences: %v", err)
+	}
+	w := world{volumes: map[string]wire.Volume{}, snapshots: map[string]wire.Snapshot{}, fences: map[string]wire.Fence{}}
+	for _, f := range fences {
+		w.fences[f.Initiator] = f
+	}
 	for _, v := range vols {
 		w.volumes[v.Name] = v
 		snaps, err := c.ListSnapshots(ctx, v.Name)
@@ -365,12 +401,30 @@ func worldOf(t *testing.T, c *storage.Client) world {
 
 // checkWorld compares the restarted daemon's metadata with the world
 // before the round plus the round's acknowledged changes, allows exactly
-// the changes that were in flight to have happened or not, and checks
+// the changes that were in flight to have happened or not (fences too), and checks
 // that the data directory holds one file per listed volume and snapshot.
 func checkWorld(t *testing.T, round int, c *storage.Client, d *daemon, prev world, ch changes) world {
 	t.Helper()
 	got := worldOf(t, c)
-	want := world{volumes: map[string]wire.Volume{}, snapshots: map[string]wire.Snapshot{}}
+	want := world{volumes: map[string]wire.Volume{}, snapshots: map[string]wire.Snapshot{}, fences: map[string]wire.Fence{}}
+	for k, f := range prev.fences {
+		if !ch.unfenced[k] {
+			want.fences[k] = f
+		}
+	}
+	for k, f := range ch.fences {
+		want.fences[k] = f
+	}
+	for k := range ch.fenceRisk { // the request in flight happened or not
+		if f, ok := got.fences[k]; ok && f.Reason == fmt.Sprintf("round %d", round) {
+			want.fences[k] = f
+		} else {
+			delete(want.fences, k)
+		}
+	}
+	if !reflect.DeepEqual(got.fences, want.fences) {
+		t.Errorf("round %d: fences after the restart:\n got %+v\nwant %+v", round, got.fences, want.fences)
+	}
 	for k, v := range prev.volumes {
 		if !ch.deleted[k] {
 			want.volumes[k] = v
