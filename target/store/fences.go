@@ -196,6 +196,4 @@ func putFence(fb *bolt.Bucket, r fenceRecord) error {
 	return fb.Put([]byte(r.Initiator), b)
 }
 
-func fenceOf(r fenceRecord) Fence {
-	return Fence{Initiator: r.Initiator, Reason: r.Reason, CreatedAt: r.CreatedAt}
-}
+func fenceOf(r fenceRecord) Fence { return Fence(r) }
