@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
@@ -77,6 +78,11 @@ func (a *API) listFences(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wire.FenceList{Fences: out})
 }
 
+// maxFenceWait bounds how long a PUT waits for the initiator's sessions
+// to end, whatever the client's own deadline: a session whose command is
+// stuck (in a hung disk, say) must not hold the fences' lock for ever.
+const maxFenceWait = 30 * time.Second
+
 // putFence fences an initiator: the fence is kept in the store first (a
 // crash after that leaves it in force at the next start), then the engine
 // enforces it, and only once the initiator's sessions have ended is the
@@ -104,8 +110,10 @@ func (a *API) putFence(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if err := fencer.Fence(r.Context(), initiator); err != nil {
-		a.fail(w, r, fmt.Errorf("initiator %s is fenced (its logins are refused) but not all its sessions have ended: retry the PUT to wait for them: %w", initiator, err))
+	ctx, cancel := context.WithTimeout(r.Context(), maxFenceWait)
+	defer cancel()
+	if err := fencer.Fence(ctx, initiator); err != nil {
+		a.fail(w, r, fmt.Errorf("initiator %s is fenced (its logins are refused) but the fence is not complete: retry the PUT: %w", initiator, err))
 		return
 	}
 	a.log.Warn("initiator fenced", "initiator", initiator, "reason", req.Reason, "new", created)
