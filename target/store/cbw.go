@@ -320,7 +320,10 @@ type copies struct {
 	mu     sync.Mutex
 	guards map[string]*volumeGuard // by volume name
 	jobs   map[string]*copyJob     // running, by snapshot ID
-	ctx    context.Context         // ends at Close
+	// over has a channel per copying snapshot, closed when its copier has
+	// turned it ready or dropped it.
+	over   map[string]chan struct{}
+	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background copiers
 }
@@ -370,6 +373,57 @@ func (c *copies) start(id, volume string, src, dst *os.File, size int64) (*copyJ
 	c.jobs[id] = j
 	g.publish(j)
 	return j, nil
+}
+
+// watch returns a channel the copier closes when it is over with snaps.
+func (c *copies) watch(snaps []snapshotRecord) chan struct{} {
+	ch := make(chan struct{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.over == nil {
+		c.over = map[string]chan struct{}{}
+	}
+	for _, r := range snaps {
+		c.over[r.ID] = ch
+	}
+	go func() { // forget it once closed
+		<-ch
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, r := range snaps {
+			if c.over[r.ID] == ch {
+				delete(c.over, r.ID)
+			}
+		}
+	}()
+	return ch
+}
+
+// errDeletedWhileCopying stops the copy of a snapshot deleted meanwhile.
+var errDeletedWhileCopying = errors.New("deleted while it was being copied")
+
+// stopCopies stops the copies of the snapshots ids and waits until their
+// copier has dropped them (or, if it was just done, turned them ready).
+func (c *copies) stopCopies(ctx context.Context, ids []string) error {
+	var wait []chan struct{}
+	c.mu.Lock()
+	for _, id := range ids {
+		if j, ok := c.jobs[id]; ok {
+			j.fail(errDeletedWhileCopying)
+		}
+		if ch, ok := c.over[id]; ok {
+			wait = append(wait, ch)
+		}
+	}
+	c.mu.Unlock()
+	for _, ch := range wait {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the copy to stop: %w", ctx.Err())
+		}
+	}
+	return nil
 }
 
 // end takes a job off its guard and out of the running ones.
@@ -475,7 +529,9 @@ func (s *Store) copyLater(op string, set *setRecord, snaps []snapshotRecord, job
 		return fmt.Errorf("record snapshot as copying: %w", err)
 	}
 	s.step(op + "/copying")
+	over := s.copies.watch(snaps)
 	started := s.copies.background(func(ctx context.Context) {
+		defer close(over)
 		s.finishCopies(ctx, op, set, snaps, jobs, dsts, srcs)
 	})
 	if !started {
@@ -534,8 +590,12 @@ func (s *Store) finishCopies(ctx context.Context, op string, set *setRecord, sna
 	if set != nil {
 		what = append(what, "set", set.ID)
 	}
-	if err != nil {
+	if errors.Is(err, errDeletedWhileCopying) {
+		s.log.Info("copy-before-write snapshot deleted before its copy was done", what...)
+	} else if err != nil {
 		s.log.Error("copy-before-write snapshot failed; dropping it", append(what, "err", err)...)
+	}
+	if err != nil {
 		if set != nil {
 			s.dropSet(*set, snaps)
 		} else {

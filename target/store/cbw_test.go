@@ -356,11 +356,9 @@ func TestASnapshotStillCopyingCannotBeUsedYet(t *testing.T) {
 		t.Errorf("relabel a set while it copies: %v", err)
 	}
 	for name, op := range map[string]func() error{
-		"open":       func() error { _, _, err := s.OpenSnapshot(snap.ID); return err },
-		"extents":    func() error { _, _, err := s.SnapshotExtents(snap.ID); return err },
-		"clone":      func() error { _, err := s.Clone(ctx, "c", Source{Snapshot: snap.ID}, 0, Access{}); return err },
-		"delete":     func() error { return s.DeleteSnapshot(ctx, snap.ID) },
-		"delete set": func() error { return s.DeleteSnapshotSet(ctx, set.ID) },
+		"open":    func() error { _, _, err := s.OpenSnapshot(snap.ID); return err },
+		"extents": func() error { _, _, err := s.SnapshotExtents(snap.ID); return err },
+		"clone":   func() error { _, err := s.Clone(ctx, "c", Source{Snapshot: snap.ID}, 0, Access{}); return err },
 		"clone (set)": func() error {
 			_, err := s.Clone(ctx, "d", Source{Snapshot: set.Snapshots[0].ID}, 0, Access{})
 			return err
@@ -370,6 +368,9 @@ func TestASnapshotStillCopyingCannotBeUsedYet(t *testing.T) {
 		if !errors.Is(err, ErrConflict) || !bytes.Contains([]byte(err.Error()), []byte("wait")) {
 			t.Errorf("%s while copying: %v; want a conflict that says to wait", name, err)
 		}
+	}
+	if err := s.DeleteSnapshot(ctx, set.Snapshots[0].ID); !errors.Is(err, ErrConflict) {
+		t.Errorf("delete a snapshot of a set while it copies: %v; want a conflict (delete the set)", err)
 	}
 	waitCopied(t, s, snap.ID)
 	for _, sn := range set.Snapshots {
@@ -491,5 +492,46 @@ func TestACrashDuringACopyDropsOnlyItsSnapshot(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestDeletingASnapshotStillCopyingStopsTheCopy: the delete waits for the
+// copier to drop it; nothing is left, and writes go straight on.
+func TestDeletingASnapshotStillCopyingStopsTheCopy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openCBW(t, dir, 1<<20) // 8 s of copying
+	v := mustCreate(t, s, "v", 8)
+	writeAt(t, v.Path, 0, bytes.Repeat([]byte("x"), 8<<20))
+	ctx := context.Background()
+	snap, err := s.CreateSnapshot(ctx, "v", noopFreeze)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := s.CreateSnapshotSet(ctx, SetRequest{Volumes: []string{"v"}, Freeze: noopFreeze})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.DeleteSnapshot(ctx, snap.ID); err != nil {
+		t.Fatalf("delete a snapshot while it copies: %v", err)
+	}
+	if err := s.DeleteSnapshotSet(ctx, set.ID); err != nil {
+		t.Fatalf("delete a set while it copies: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the deletes took %s; they should stop the copies, not wait for them", took)
+	}
+	if _, err := s.GetSnapshot(snap.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("snapshot after its delete: %v", err)
+	}
+	if _, err := s.GetSnapshotSet(set.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("set after its delete: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, snapshotsDir)); len(entries) != 0 {
+		t.Errorf("snapshot files after the deletes: %v", entries)
+	}
+	if p := s.copies.guard("v").jobs.Load(); p != nil {
+		t.Errorf("%d copy jobs still on the volume's guard", len(*p))
 	}
 }

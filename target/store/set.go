@@ -586,6 +586,20 @@ func (s *Store) DeleteSnapshotSet(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if set.Copying { // stop the copy: the copier drops the set
+		ids := make([]string, len(set.Snapshots))
+		for i, sn := range set.Snapshots {
+			ids[i] = sn.ID
+		}
+		if err := s.copies.stopCopies(ctx, ids); err != nil {
+			return fmt.Errorf("delete snapshot set %s: %w", id, err)
+		}
+		if set, err = s.GetSnapshotSet(id); errors.Is(err, ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
 	// The snapshots' locks keep a clone from one of them from reading a
 	// file that goes away under it.
 	keys := []string{"set/" + id}
@@ -603,8 +617,8 @@ func (s *Store) DeleteSnapshotSet(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		if r.State == stateCopying {
-			return errorf(ErrConflict, "snapshot set %s is still being copied: wait until GET /v1/snapshot-sets/%s shows it ready, then delete it", id, id)
+		if r.State == stateCopying { // a copy after the check: retry
+			return errorf(ErrConflict, "snapshot set %s is being copied: retry the delete", id)
 		}
 		for _, sr := range snaps {
 			files = append(files, sr.File)

@@ -179,6 +179,15 @@ func (s *Store) DeleteSnapshot(ctx context.Context, id string) error {
 	if err := CheckSnapshotID(id); err != nil {
 		return err
 	}
+	if r, err := s.visibleSnapshot(id); err == nil && r.State == stateCopying && r.Set == "" {
+		// Stop the copy: the copier drops the snapshot.
+		if err := s.copies.stopCopies(ctx, []string{id}); err != nil {
+			return fmt.Errorf("delete snapshot %s: %w", id, err)
+		}
+		if _, err := s.visibleSnapshot(id); errors.Is(err, ErrNotFound) {
+			return nil
+		}
+	}
 	unlock, err := s.locks.lock(ctx, "snapshot/"+id)
 	if err != nil {
 		return err
@@ -192,11 +201,11 @@ func (s *Store) DeleteSnapshot(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		if ok && rec.State == stateCopying {
-			return s.stillCopying(rec)
-		}
-		if !ok || rec.State != stateReady {
+		if !ok || (rec.State != stateReady && rec.State != stateCopying) {
 			return errorf(ErrNotFound, "snapshot %q does not exist", id)
+		}
+		if rec.State == stateCopying && rec.Set == "" {
+			return s.stillCopying(rec) // cut after the check above
 		}
 		if rec.Set != "" {
 			return errorf(ErrConflict, "snapshot %q belongs to snapshot set %s: delete the set (DELETE /v1/snapshot-sets/%s), which deletes all its snapshots together", id, rec.Set, rec.Set)
