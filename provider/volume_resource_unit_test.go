@@ -18,7 +18,6 @@ import (
 	"github.com/drover/terraform-provider-drover/internal/cluster"
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 	"github.com/drover/terraform-provider-drover/internal/storage"
-	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
 	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
@@ -385,7 +384,7 @@ func TestVolumeDeleteInUseNamesTheHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.target.Exporter.AddSession(api.Session{
+	env.target.Exporter.AddSession(wire.Session{
 		Volume: "busy", TargetIQN: v.IQN, Initiator: hypervisor.HostInitiator("alpha"), RemoteAddr: "127.0.0.2:40000", Since: time.Now(),
 	})
 	null, err := tfprotov6.NewDynamicValue(env.schema.ValueType(), tftypes.NewValue(env.schema.ValueType(), nil))

@@ -88,7 +88,7 @@ func TestTheClientDrivesARealTargetThroughEveryCall(t *testing.T) {
 		t.Errorf("restore from snapshot = %+v, %v; want 8 MiB", restored, err)
 	}
 
-	srv.Exporter.AddSession(api.Session{Volume: "vm-disk", Initiator: "iqn.2000-01.lab:alpha", RemoteAddr: "127.0.0.2:1"})
+	srv.Exporter.AddSession(wire.Session{Volume: "vm-disk", Initiator: "iqn.2000-01.lab:alpha", RemoteAddr: "127.0.0.2:1"})
 	if ss, err := c.Sessions(ctx); err != nil || len(ss) != 1 || ss[0].Initiator != "iqn.2000-01.lab:alpha" {
 		t.Errorf("Sessions = %v, %v; want alpha's session", ss, err)
 	}

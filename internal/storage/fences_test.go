@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/drover/terraform-provider-drover/internal/storage"
-	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
 	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
@@ -25,8 +24,8 @@ func TestTheClientFencesAndUnfencesAnInitiator(t *testing.T) {
 	if _, err := c.CreateVolume(ctx, wire.CreateVolumeRequest{Name: "web", SizeMiB: 1, Initiators: []string{alpha, beta}}); err != nil {
 		t.Fatal(err)
 	}
-	srv.Exporter.AddSession(api.Session{Volume: "web", Initiator: alpha, RemoteAddr: "127.0.0.2:5000"})
-	srv.Exporter.AddSession(api.Session{Volume: "web", Initiator: beta, RemoteAddr: "127.0.0.3:5000"})
+	srv.Exporter.AddSession(wire.Session{Volume: "web", Initiator: alpha, RemoteAddr: "127.0.0.2:5000"})
+	srv.Exporter.AddSession(wire.Session{Volume: "web", Initiator: beta, RemoteAddr: "127.0.0.3:5000"})
 
 	f, err := c.Fence(ctx, alpha, "host alpha declared failed")
 	if err != nil || f.Initiator != alpha || f.Reason != "host alpha declared failed" || f.CreatedAt.IsZero() {

@@ -39,19 +39,13 @@ type Export struct {
 	CHAP       *store.CHAP
 }
 
-// Session is one initiator logged in to a volume.
-type Session struct {
-	Volume, TargetIQN, Initiator, RemoteAddr string
-	Since                                    time.Time
-}
-
 // Exporter is what the API needs of the iSCSI engine: start, change and
 // stop serving a volume at runtime, and list who is logged in.
 type Exporter interface {
 	Add(ex Export) error
 	Update(ex Export) error
 	Remove(name string) error
-	Sessions() []Session
+	Sessions() []wire.Session
 }
 
 // Holder is implemented by exporters that can hold writes to volumes, so
@@ -398,8 +392,8 @@ func snapshotSetJSON(s store.SnapshotSet) wire.SnapshotSet {
 }
 
 // sessionsOf returns the sessions on one volume.
-func (a *API) sessionsOf(name string) []Session {
-	var out []Session
+func (a *API) sessionsOf(name string) []wire.Session {
+	var out []wire.Session
 	for _, s := range a.exporter.Sessions() {
 		if s.Volume == name {
 			out = append(out, s)
@@ -408,7 +402,7 @@ func (a *API) sessionsOf(name string) []Session {
 	return out
 }
 
-func describeSessions(ss []Session) string {
+func describeSessions(ss []wire.Session) string {
 	names := make([]string, 0, len(ss))
 	for _, s := range ss {
 		names = append(names, s.Initiator+" from "+s.RemoteAddr)

@@ -100,7 +100,7 @@ func TestDeletingAVolumeInUseNeedsForce(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"db","size_mib":1,"initiators":["iqn.2000-01.lab:alpha"]}`, http.StatusCreated, nil)
-	srv.Exporter.AddSession(api.Session{Volume: "db", Initiator: "iqn.2000-01.lab:alpha", RemoteAddr: "127.0.0.2:5000"})
+	srv.Exporter.AddSession(wire.Session{Volume: "db", Initiator: "iqn.2000-01.lab:alpha", RemoteAddr: "127.0.0.2:5000"})
 
 	rec := doJSON(t, srv, "DELETE", "/v1/volumes/db", "", http.StatusConflict, nil)
 	if msg := errorMessage(t, rec); !strings.Contains(msg, "iqn.2000-01.lab:alpha") || !strings.Contains(msg, "force=true") {
@@ -116,7 +116,7 @@ func TestSessionsAreListed(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)
 	since := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	srv.Exporter.AddSession(api.Session{Volume: "a", TargetIQN: "iqn.x:a", Initiator: "iqn.y:h", RemoteAddr: "127.0.0.1:1", Since: since})
+	srv.Exporter.AddSession(wire.Session{Volume: "a", TargetIQN: "iqn.x:a", Initiator: "iqn.y:h", RemoteAddr: "127.0.0.1:1", Since: since})
 	var got struct{ Sessions []wire.Session }
 	doJSON(t, srv, "GET", "/v1/sessions", "", http.StatusOK, &got)
 	want := wire.Session{Volume: "a", TargetIQN: "iqn.x:a", Initiator: "iqn.y:h", RemoteAddr: "127.0.0.1:1", Since: since}

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 const jsonCT = "application/json"
@@ -23,7 +23,7 @@ func TestBadRequestsAreRefusedWithAClearMessageAndChangeNothing(t *testing.T) {
 	// set-1, with the snapshots web.2 and busy.3
 	// Its label shows if a bad relabelling dropped or replaced it.
 	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["web","busy"],"labels":{"vm":"web"},"attachments":{"domain.xml":"<domain/>"}}`, http.StatusCreated, nil)
-	srv.Exporter.AddSession(api.Session{Volume: "busy", Initiator: "iqn.2000-01.lab:beta", RemoteAddr: "127.0.0.3:4000"})
+	srv.Exporter.AddSession(wire.Session{Volume: "busy", Initiator: "iqn.2000-01.lab:beta", RemoteAddr: "127.0.0.3:4000"})
 	doJSON(t, srv, "PUT", "/v1/fences/iqn.2000-01.lab:gamma", `{"reason":"gamma declared failed"}`, http.StatusCreated, nil)
 	before := snapshotState(t, srv)
 	manyVolumes := `"v0"` + strings.Repeat(`,"v"`, 64)

@@ -21,10 +21,6 @@ const maxJSONBody = 64 << 10
 // can grow six-fold.
 const maxSetBody = 8 << 20
 
-// Snapshot keeps target/iscsi's tests compiling until they name
-// wire.Snapshot; the API's JSON shapes are package wire's.
-type Snapshot = wire.Snapshot
-
 // UpdateVolumeRequest is wire.UpdateVolumeRequest as the daemon decodes
 // it: in one pass, with absent and null "chap" told apart and a bad "chap"
 // refused where it stands in the body. It is not built on the wire type

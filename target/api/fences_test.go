@@ -24,9 +24,9 @@ func TestAFenceIsKeptEnforcedListedAndLifted(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)
 	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web","size_mib":1,"initiators":["`+alpha+`","`+beta+`"]}`, http.StatusCreated, nil)
-	srv.Exporter.AddSession(api.Session{Volume: "web", Initiator: alpha, RemoteAddr: "127.0.0.2:4000"})
-	srv.Exporter.AddSession(api.Session{Volume: "web", Initiator: alpha, RemoteAddr: "127.0.0.2:4001"})
-	srv.Exporter.AddSession(api.Session{Volume: "web", Initiator: beta, RemoteAddr: "127.0.0.3:4000"})
+	srv.Exporter.AddSession(wire.Session{Volume: "web", Initiator: alpha, RemoteAddr: "127.0.0.2:4000"})
+	srv.Exporter.AddSession(wire.Session{Volume: "web", Initiator: alpha, RemoteAddr: "127.0.0.2:4001"})
+	srv.Exporter.AddSession(wire.Session{Volume: "web", Initiator: beta, RemoteAddr: "127.0.0.3:4000"})
 
 	var f wire.Fence
 	rec := doJSON(t, srv, "PUT", "/v1/fences/"+alpha, `{"reason":"host alpha declared failed"}`, http.StatusCreated, &f)

@@ -260,10 +260,9 @@ func (a *API) snapshotData(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
-	ss := a.exporter.Sessions()
-	out := make([]wire.Session, 0, len(ss))
-	for _, s := range ss {
-		out = append(out, wire.Session{Volume: s.Volume, TargetIQN: s.TargetIQN, Initiator: s.Initiator, RemoteAddr: s.RemoteAddr, Since: s.Since})
+	out := a.exporter.Sessions()
+	if out == nil {
+		out = []wire.Session{} // [] in JSON, not null
 	}
 	writeJSON(w, http.StatusOK, wire.SessionList{Sessions: out})
 }

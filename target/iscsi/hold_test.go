@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -305,7 +306,7 @@ func (a *apiEngine) Update(ex api.Export) error {
 }
 
 func (a *apiEngine) Remove(name string) error { return a.e.Remove(name) }
-func (a *apiEngine) Sessions() []api.Session  { return nil }
+func (a *apiEngine) Sessions() []wire.Session { return nil }
 
 func (a *apiEngine) HoldWrites(ctx context.Context, volumes []string, limit time.Duration) (api.WriteHold, error) {
 	h, err := a.e.Hold(ctx, volumes, limit)
@@ -376,7 +377,7 @@ func TestASnapshotTakenWhileAnInitiatorWritesIsOfOneInstant(t *testing.T) {
 		notYet(t, "the write issued during the cut", during)
 		released = time.Now()
 	}
-	var snap api.Snapshot
+	var snap wire.Snapshot
 	if err := json.Unmarshal(call("POST", "/v1/volumes/cut/snapshots", "", http.StatusCreated), &snap); err != nil {
 		t.Fatal(err)
 	}

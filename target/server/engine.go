@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/iscsi"
 )
 
@@ -55,11 +56,11 @@ func (g engine) HoldWrites(ctx context.Context, volumes []string, limit time.Dur
 	return h, nil
 }
 
-func (g engine) Sessions() []api.Session {
+func (g engine) Sessions() []wire.Session {
 	ss := g.e.Sessions()
-	out := make([]api.Session, len(ss))
+	out := make([]wire.Session, len(ss))
 	for i, s := range ss {
-		out[i] = api.Session{Volume: s.Volume, TargetIQN: s.TargetIQN, Initiator: s.Initiator, RemoteAddr: s.RemoteAddr, Since: s.Since}
+		out[i] = wire.Session{Volume: s.Volume, TargetIQN: s.TargetIQN, Initiator: s.Initiator, RemoteAddr: s.RemoteAddr, Since: s.Since}
 	}
 	return out
 }

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/iscsi"
 	"github.com/drover/terraform-provider-drover/target/server"
 	"github.com/drover/terraform-provider-drover/target/store"
@@ -122,7 +122,7 @@ func TestMetricsAreBehindTheTokenAndCountSessions(t *testing.T) {
 	t.Parallel()
 	ex := apitest.NewExporter()
 	s := start(t, config(t, t.TempDir(), ex))
-	ex.AddSession(api.Session{Volume: "a", Initiator: "iqn.2000-01.lab:h"})
+	ex.AddSession(wire.Session{Volume: "a", Initiator: "iqn.2000-01.lab:h"})
 	resp, err := http.Get(s.APIURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)

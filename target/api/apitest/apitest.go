@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -21,7 +22,7 @@ import (
 type Exporter struct {
 	mu       sync.Mutex // guards the fields below
 	exports  map[string]api.Export
-	sessions []api.Session
+	sessions []wire.Session
 	removed  []string
 	holds    []*Hold
 	holdErr  error
@@ -48,7 +49,7 @@ func (e *Exporter) Fence(ctx context.Context, initiator string) error {
 	if e.fenceErr != nil {
 		return e.fenceErr
 	}
-	e.sessions = slices.DeleteFunc(e.sessions, func(s api.Session) bool { return s.Initiator == initiator })
+	e.sessions = slices.DeleteFunc(e.sessions, func(s wire.Session) bool { return s.Initiator == initiator })
 	return nil
 }
 
@@ -173,12 +174,12 @@ func (e *Exporter) Remove(name string) error {
 	defer e.mu.Unlock()
 	delete(e.exports, name)
 	e.removed = append(e.removed, name)
-	e.sessions = slices.DeleteFunc(e.sessions, func(s api.Session) bool { return s.Volume == name })
+	e.sessions = slices.DeleteFunc(e.sessions, func(s wire.Session) bool { return s.Volume == name })
 	return nil
 }
 
 // Sessions returns the sessions added with AddSession and not removed.
-func (e *Exporter) Sessions() []api.Session {
+func (e *Exporter) Sessions() []wire.Session {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return slices.Clone(e.sessions)
@@ -188,7 +189,7 @@ func (e *Exporter) Sessions() []api.Session {
 func (e *Exporter) Close() error { return nil }
 
 // AddSession pretends an initiator logged in.
-func (e *Exporter) AddSession(s api.Session) {
+func (e *Exporter) AddSession(s wire.Session) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.sessions = append(e.sessions, s)

@@ -66,7 +66,7 @@ func TestTheAdminCLIManagesVolumesSnapshotsAndSessions(t *testing.T) {
 	}
 	mustCLI(t, srv, "snapshot", "rm", "web-1.1")
 
-	srv.Exporter.AddSession(api.Session{Volume: "web-1", Initiator: "iqn.2000-01.lab:alpha", RemoteAddr: "127.0.0.2:9", Since: time.Now()})
+	srv.Exporter.AddSession(wire.Session{Volume: "web-1", Initiator: "iqn.2000-01.lab:alpha", RemoteAddr: "127.0.0.2:9", Since: time.Now()})
 	if out := mustCLI(t, srv, "session", "ls"); !strings.Contains(out, "iqn.2000-01.lab:alpha") {
 		t.Errorf("session ls output = %q, want alpha's session", out)
 	}
