@@ -36,7 +36,7 @@ type Export struct {
 	LUN        uint64
 	Path       string
 	Initiators []string // empty: nobody may log in
-	CHAP       *store.CHAP
+	CHAP       *wire.CHAP
 }
 
 // Exporter is what the API needs of the iSCSI engine: start, change and

@@ -52,14 +52,6 @@ func (o *optionalCHAP) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// storeCHAP is c as the store keeps it.
-func storeCHAP(c *wire.CHAP) *store.CHAP {
-	if c == nil {
-		return nil
-	}
-	return &store.CHAP{User: c.User, Secret: c.Secret, MutualUser: c.MutualUser, MutualSecret: c.MutualSecret}
-}
-
 // badRequest is an error whose message goes to the client as is.
 type badRequest struct {
 	status int
@@ -166,7 +158,7 @@ func DecodeCreateVolume(r io.Reader) (wire.CreateVolumeRequest, error) {
 
 // accessOf is who may log in to the volume req creates.
 func accessOf(req wire.CreateVolumeRequest) store.Access {
-	return store.Access{Initiators: req.Initiators, CHAP: storeCHAP(req.CHAP)}
+	return store.Access{Initiators: req.Initiators, CHAP: req.CHAP}
 }
 
 // DecodeUpdateVolume reads and checks a PATCH /v1/volumes/{name} body.
@@ -183,7 +175,7 @@ func DecodeUpdateVolume(r io.Reader) (UpdateVolumeRequest, error) {
 			return req, badf(http.StatusBadRequest, "%v", err)
 		}
 	}
-	a := store.Access{CHAP: storeCHAP(req.CHAP.Value)}
+	a := store.Access{CHAP: req.CHAP.Value}
 	if req.Initiators != nil {
 		a.Initiators = *req.Initiators
 	}

@@ -79,7 +79,7 @@ func (a *API) updateVolume(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	u := store.Update{SetCHAP: req.CHAP.Set, CHAP: storeCHAP(req.CHAP.Value)}
+	u := store.Update{SetCHAP: req.CHAP.Set, CHAP: req.CHAP.Value}
 	if req.SizeMiB != nil {
 		u.SizeMiB = *req.SizeMiB
 	}

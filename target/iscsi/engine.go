@@ -13,21 +13,18 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-// CHAP holds the credentials a volume requires at login. User and Secret
-// authenticate the initiator; MutualUser and MutualSecret, when set, are what
-// the target answers with when the initiator asks it to authenticate itself.
-type CHAP struct{ User, Secret, MutualUser, MutualSecret string }
+	"github.com/drover/terraform-provider-drover/target/api/wire"
+)
 
 // Export describes one volume to serve as its own iSCSI target.
 type Export struct {
-	Name       string   // volume name, [a-z0-9-]{1,63}
-	IQN        string   // target name, e.g. iqn.2026-11.io.drover:vol1
-	LUN        uint64   // must be 0: each target has exactly one logical unit, LUN 0
-	Path       string   // backing sparse raw file
-	Initiators []string // allowed initiator IQNs; empty means nobody may log in
-	CHAP       *CHAP    // nil: no CHAP; set: CHAP required; Mutual*: mutual CHAP offered
+	Name       string     // volume name, [a-z0-9-]{1,63}
+	IQN        string     // target name, e.g. iqn.2026-11.io.drover:vol1
+	LUN        uint64     // must be 0: each target has exactly one logical unit, LUN 0
+	Path       string     // backing sparse raw file
+	Initiators []string   // allowed initiator IQNs; empty means nobody may log in
+	CHAP       *wire.CHAP // nil: no CHAP; set: CHAP required (User, Secret); MutualUser, MutualSecret: what the target answers with when the initiator asks it to authenticate itself
 }
 
 // Session is one logged-in initiator.

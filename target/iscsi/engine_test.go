@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 func TestAnAllowedInitiatorSeesTheVolumeWithInquiry(t *testing.T) {
@@ -184,7 +186,7 @@ func TestLoginIsRefused(t *testing.T) {
 func TestCHAPLogin(t *testing.T) {
 	e, _ := startEngine(t)
 	ex := Export{Name: "secret", IQN: "iqn.2026-11.io.drover:secret", Path: newBackingFile(t, t.TempDir(), 16<<20),
-		Initiators: []string{testInitiator}, CHAP: &CHAP{User: "alice", Secret: "correct-horse-1"}}
+		Initiators: []string{testInitiator}, CHAP: &wire.CHAP{User: "alice", Secret: "correct-horse-1"}}
 	if err := e.Add(ex); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // loginStatus sends one Login Request (straight to the full feature phase,
@@ -264,7 +266,7 @@ func TestAWriteWaitingWhenTheFenceComesNeverLands(t *testing.T) {
 func TestAFenceOutranksCHAPAndTheAllowList(t *testing.T) {
 	e, _ := startEngine(t)
 	ex := Export{Name: "chap", IQN: "iqn.2026-11.io.drover:chap", Path: newBackingFile(t, t.TempDir(), 1<<20),
-		Initiators: []string{testInitiator}, CHAP: &CHAP{User: "u", Secret: "0123456789ab"}}
+		Initiators: []string{testInitiator}, CHAP: &wire.CHAP{User: "u", Secret: "0123456789ab"}}
 	if err := e.Add(ex); err != nil {
 		t.Fatal(err)
 	}

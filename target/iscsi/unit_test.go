@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/hex"
 	"testing"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 func TestExportValidation(t *testing.T) {
@@ -21,13 +23,13 @@ func TestExportValidation(t *testing.T) {
 		{"a target name that is no IQN is refused", func(e *Export) { e.IQN = "vol-1" }, false},
 		{"LUN 1 is refused", func(e *Export) { e.LUN = 1 }, false},
 		{"a missing path is refused", func(e *Export) { e.Path = "" }, false},
-		{"CHAP without a secret is refused", func(e *Export) { e.CHAP = &CHAP{User: "u"} }, false},
-		{"mutual CHAP without its secret is refused", func(e *Export) { e.CHAP = &CHAP{User: "u", Secret: "s", MutualUser: "t"} }, false},
+		{"CHAP without a secret is refused", func(e *Export) { e.CHAP = &wire.CHAP{User: "u"} }, false},
+		{"mutual CHAP without its secret is refused", func(e *Export) { e.CHAP = &wire.CHAP{User: "u", Secret: "s", MutualUser: "t"} }, false},
 		{"mutual CHAP reusing the secret is refused", func(e *Export) {
-			e.CHAP = &CHAP{User: "u", Secret: "s", MutualUser: "t", MutualSecret: "s"}
+			e.CHAP = &wire.CHAP{User: "u", Secret: "s", MutualUser: "t", MutualSecret: "s"}
 		}, false},
 		{"mutual CHAP is valid", func(e *Export) {
-			e.CHAP = &CHAP{User: "u", Secret: "s", MutualUser: "t", MutualSecret: "m"}
+			e.CHAP = &wire.CHAP{User: "u", Secret: "s", MutualUser: "t", MutualSecret: "m"}
 		}, true},
 	}
 	for _, tt := range tests {

@@ -67,8 +67,9 @@ func (g engine) Sessions() []wire.Session {
 
 func toISCSI(ex api.Export) iscsi.Export {
 	out := iscsi.Export{Name: ex.Name, IQN: ex.IQN, LUN: ex.LUN, Path: ex.Path, Initiators: ex.Initiators}
-	if c := ex.CHAP; c != nil {
-		out.CHAP = &iscsi.CHAP{User: c.User, Secret: c.Secret, MutualUser: c.MutualUser, MutualSecret: c.MutualSecret}
+	if ex.CHAP != nil {
+		c := *ex.CHAP // the engine's own copy
+		out.CHAP = &c
 	}
 	return out
 }

@@ -3,6 +3,8 @@ package store
 import (
 	"strings"
 	"testing"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 func TestVolumeNamesFollowTheDNSLabelRule(t *testing.T) {
@@ -60,7 +62,7 @@ func TestSnapshotIDsHaveAVolumeAndANumber(t *testing.T) {
 
 func TestVolumeAccessSettingsAreChecked(t *testing.T) {
 	t.Parallel()
-	good := &CHAP{User: "user", Secret: "0123456789ab"}
+	good := &wire.CHAP{User: "user", Secret: "0123456789ab"}
 	for _, tc := range []struct {
 		name   string
 		access Access
@@ -70,15 +72,15 @@ func TestVolumeAccessSettingsAreChecked(t *testing.T) {
 		{"an iqn initiator", Access{Initiators: []string{"iqn.2008-11.org.linux-kvm:abc"}}, ""},
 		{"an eui initiator", Access{Initiators: []string{"eui.02004567A425678D"}}, ""},
 		{"one-way CHAP", Access{CHAP: good}, ""},
-		{"mutual CHAP", Access{CHAP: &CHAP{User: "u", Secret: "0123456789ab", MutualUser: "t", MutualSecret: "ba9876543210"}}, ""},
+		{"mutual CHAP", Access{CHAP: &wire.CHAP{User: "u", Secret: "0123456789ab", MutualUser: "t", MutualSecret: "ba9876543210"}}, ""},
 		{"an initiator without prefix", Access{Initiators: []string{"host-a"}}, "initiators[0]"},
 		{"an uppercase iqn", Access{Initiators: []string{"iqn.2008-11.ORG.x"}}, "lowercase"},
 		{"an initiator listed twice", Access{Initiators: []string{"iqn.2000-01.a:b", "iqn.2000-01.a:b"}}, "twice"},
 		{"a space in an initiator", Access{Initiators: []string{"iqn.2000-01.a: b"}}, "initiators[0]"},
-		{"a short secret", Access{CHAP: &CHAP{User: "u", Secret: "short"}}, "chap.secret"},
-		{"no CHAP user", Access{CHAP: &CHAP{Secret: "0123456789ab"}}, "chap.user"},
-		{"a mutual user without secret", Access{CHAP: &CHAP{User: "u", Secret: "0123456789ab", MutualUser: "t"}}, "chap.mutual_secret"},
-		{"the same secret both ways", Access{CHAP: &CHAP{User: "u", Secret: "0123456789ab", MutualUser: "t", MutualSecret: "0123456789ab"}}, "different secret"},
+		{"a short secret", Access{CHAP: &wire.CHAP{User: "u", Secret: "short"}}, "chap.secret"},
+		{"no CHAP user", Access{CHAP: &wire.CHAP{Secret: "0123456789ab"}}, "chap.user"},
+		{"a mutual user without secret", Access{CHAP: &wire.CHAP{User: "u", Secret: "0123456789ab", MutualUser: "t"}}, "chap.mutual_secret"},
+		{"the same secret both ways", Access{CHAP: &wire.CHAP{User: "u", Secret: "0123456789ab", MutualUser: "t", MutualSecret: "0123456789ab"}}, "different secret"},
 	} {
 		err := CheckAccess(tc.access)
 		switch {

@@ -15,6 +15,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // MiB is the unit of every size in the store's API.
@@ -61,17 +63,8 @@ type Volume struct {
 // Access says who may log in to a volume. An empty Initiators list lets
 // nobody in.
 type Access struct {
-	Initiators []string `json:"initiators"`
-	CHAP       *CHAP    `json:"chap,omitempty"`
-}
-
-// CHAP holds the credentials an initiator must present (User, Secret) and,
-// for mutual CHAP, those the target presents back.
-type CHAP struct {
-	User         string `json:"user"`
-	Secret       string `json:"secret"`
-	MutualUser   string `json:"mutual_user,omitempty"`
-	MutualSecret string `json:"mutual_secret,omitempty"`
+	Initiators []string   `json:"initiators"`
+	CHAP       *wire.CHAP `json:"chap,omitempty"`
 }
 
 // Source names what a clone is made from: exactly one of the fields is set.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 func TestANewVolumeIsASparseFileOfTheRequestedSize(t *testing.T) {
@@ -40,7 +42,7 @@ func TestVolumesAreListedByNameAndSurviveReopening(t *testing.T) {
 	}
 	access := Access{
 		Initiators: []string{"iqn.2008-11.org.linux-kvm:vm1"},
-		CHAP:       &CHAP{User: "alice", Secret: "twelve-chars", MutualUser: "target", MutualSecret: "another-secret"},
+		CHAP:       &wire.CHAP{User: "alice", Secret: "twelve-chars", MutualUser: "target", MutualSecret: "another-secret"},
 	}
 	for _, name := range []string{"b", "a", "c"} {
 		if _, err := s.Create(context.Background(), name, 1, access); err != nil {
@@ -176,7 +178,7 @@ func TestUpdatingAccessReplacesInitiatorsAndCHAP(t *testing.T) {
 	t.Parallel()
 	s := openTestStore(t, t.TempDir(), Options{})
 	mustCreate(t, s, "v", 1)
-	want := Access{Initiators: []string{"iqn.2026-11.io.drover:host-a", "iqn.2026-11.io.drover:host-b"}, CHAP: &CHAP{User: "u", Secret: "0123456789ab"}}
+	want := Access{Initiators: []string{"iqn.2026-11.io.drover:host-a", "iqn.2026-11.io.drover:host-b"}, CHAP: &wire.CHAP{User: "u", Secret: "0123456789ab"}}
 	got, err := s.SetAccess(context.Background(), "v", want)
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +186,7 @@ func TestUpdatingAccessReplacesInitiatorsAndCHAP(t *testing.T) {
 	if !equalStrings(got.Access.Initiators, want.Initiators) || *got.Access.CHAP != *want.CHAP {
 		t.Errorf("Access = %+v, want %+v", got.Access, want)
 	}
-	bad := Access{CHAP: &CHAP{User: "u", Secret: "short"}}
+	bad := Access{CHAP: &wire.CHAP{User: "u", Secret: "short"}}
 	if _, err := s.SetAccess(context.Background(), "v", bad); !errors.Is(err, ErrInvalid) {
 		t.Errorf("SetAccess with a 5-character secret error = %v, want ErrInvalid", err)
 	}

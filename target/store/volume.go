@@ -9,6 +9,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 // Create makes an empty (sparse) volume of sizeMiB.
@@ -230,7 +232,7 @@ type Update struct {
 	SizeMiB       int64 // 0: unchanged; otherwise the new size, not below the current one
 	Initiators    []string
 	SetInitiators bool
-	CHAP          *CHAP // nil with SetCHAP: CHAP no longer required
+	CHAP          *wire.CHAP // nil with SetCHAP: CHAP no longer required
 	SetCHAP       bool
 }
 
