@@ -1,6 +1,7 @@
-// Package schedule is the arithmetic of drover-target's backup schedules:
-// 5-field cron expressions and when they next run, and which runs a keep
-// policy (last, daily, weekly, monthly, as Proxmox Backup Server prunes)
-// keeps. It has no clock and no store of its own: the daemon's scheduler
-// asks it.
+// Package schedule is drover-target's backup schedules: 5-field cron
+// expressions and when they next run, which runs a keep policy (last,
+// daily, weekly, monthly, as Proxmox Backup Server prunes) keeps, and the
+// Scheduler that runs each schedule when it is due, one run at a time per
+// VM, through a Runner the daemon provides (the cut, the list of a
+// schedule's runs, their deletion, the record of the last run).
 package schedule
