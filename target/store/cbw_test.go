@@ -535,3 +535,40 @@ func TestDeletingASnapshotStillCopyingStopsTheCopy(t *testing.T) {
 		t.Errorf("%d copy jobs still on the volume's guard", len(*p))
 	}
 }
+
+// TestAVolumeReplacedOrDeletedMidCopyLeavesTheSnapshotItsCut: an upload
+// (a new file renamed over the volume's) or a delete while the copy runs;
+// the copier reads the file as it was at the cut, so the snapshot is the
+// cut all the same.
+func TestAVolumeReplacedOrDeletedMidCopyLeavesTheSnapshotItsCut(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		change func(s *Store) error
+	}{
+		{"upload", func(s *Store) error {
+			return s.WriteImage(context.Background(), "v", bytes.NewReader(bytes.Repeat([]byte("new!"), 1<<20)), FormatRaw)
+		}},
+		{"delete", func(s *Store) error { return s.Delete(context.Background(), "v") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := openCBW(t, t.TempDir(), 8<<20)
+			v := mustCreate(t, s, "v", 8)
+			writeAt(t, v.Path, 0, bytes.Repeat([]byte("old!"), 2<<20))
+			atCut := mustRead(t, v.Path)
+			snap, err := s.CreateSnapshot(context.Background(), "v", noopFreeze)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.change(s); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.GetSnapshot(snap.ID); !got.Copying {
+				t.Fatal("the copy was over before the change; the test proves nothing")
+			}
+			waitCopied(t, s, snap.ID)
+			sameBytes(t, "snapshot", mustRead(t, snap.Path), atCut)
+		})
+	}
+}
