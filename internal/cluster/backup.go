@@ -126,6 +126,22 @@ func (c *Cluster) Cut(ctx context.Context, vmID string, quiesce bool) (Backup, e
 	if _, lerr := c.storage.Sets.SetSnapshotSetLabels(ctx, b.Set.ID, b.Set.Labels); lerr != nil {
 		c.log.Warn(ctx, "could not record the pause on the backup", map[string]any{"backup": b.Set.ID, "error": lerr.Error()})
 	}
+	// Cut by copy-before-write (no reflinks on the storage box), the set is
+	// copied in the background while the guest runs on; a backup is usable
+	// once it is done. One that cannot be finished is not left behind.
+	if b.Set.State == wire.StateCopying {
+		ready, werr := c.storage.Sets.WaitSnapshotSet(ctx, b.Set.ID)
+		if werr != nil {
+			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+			defer dcancel()
+			if derr := c.storage.Sets.DeleteSnapshotSet(dctx, b.Set.ID); derr != nil {
+				werr = fmt.Errorf("%w; deleting the unfinished backup failed too: %v (delete snapshot set %s by hand)", werr, derr, b.Set.ID)
+			}
+			return Backup{}, fmt.Errorf("back up VM %s: %w", vm.Name, werr)
+		}
+		ready.Labels = b.Set.Labels
+		b.Set = ready
+	}
 	return b, nil
 }
 

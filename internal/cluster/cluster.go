@@ -75,12 +75,17 @@ type (
 		UploadVolume(ctx context.Context, name string, image io.Reader, format string) error
 		DeleteVolume(ctx context.Context, name string, force bool) error
 		CreateSnapshot(ctx context.Context, volume string) (wire.Snapshot, error)
+		// WaitSnapshot waits until a snapshot cut by copy-before-write is
+		// copied (a cut is instant; its copy is not).
+		WaitSnapshot(ctx context.Context, id string) (wire.Snapshot, error)
 		DownloadSnapshot(ctx context.Context, id string) (io.ReadCloser, error)
 		DeleteSnapshot(ctx context.Context, id string) error
 	}
 	// SetStore cuts and keeps snapshot sets, the backups.
 	SetStore interface {
 		CreateSnapshotSet(ctx context.Context, req wire.CreateSnapshotSetRequest) (wire.SnapshotSet, error)
+		// WaitSnapshotSet waits until every snapshot of a set is copied.
+		WaitSnapshotSet(ctx context.Context, id string) (wire.SnapshotSet, error)
 		SetSnapshotSetLabels(ctx context.Context, id string, labels map[string]string) (wire.SnapshotSet, error)
 		DownloadSnapshotSparse(ctx context.Context, id string, f *os.File) (string, error)
 		DeleteSnapshotSet(ctx context.Context, id string) error

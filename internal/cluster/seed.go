@@ -96,6 +96,11 @@ func readSeed(ctx context.Context, seeds SeedStore, volume string) (seed cloudin
 			err = errors.Join(err, fmt.Errorf("delete snapshot %s of cloud-init volume %q: %w", snap.ID, volume, derr))
 		}
 	}()
+	if snap.State == wire.StateCopying {
+		if _, err := seeds.WaitSnapshot(ctx, snap.ID); err != nil {
+			return seed, fmt.Errorf("read cloud-init volume %q: %w", volume, err)
+		}
+	}
 	body, err := seeds.DownloadSnapshot(ctx, snap.ID)
 	if err != nil {
 		return seed, fmt.Errorf("download snapshot %s of cloud-init volume %q: %w", snap.ID, volume, err)
