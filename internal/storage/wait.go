@@ -22,7 +22,9 @@ const (
 )
 
 // CreateSnapshotSetReady cuts a snapshot set and waits until it is ready
-// to use (WaitSnapshotSet): what a backup means by "created".
+// to use (WaitSnapshotSet). A caller that keeps the guest still for the
+// cut (a pause, a filesystem freeze) must not use it: release the guest
+// after CreateSnapshotSet, then call WaitSnapshotSet.
 func (c *Client) CreateSnapshotSetReady(ctx context.Context, req wire.CreateSnapshotSetRequest) (wire.SnapshotSet, error) {
 	s, err := c.CreateSnapshotSet(ctx, req)
 	if err != nil || s.State != wire.StateCopying {
