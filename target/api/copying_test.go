@@ -22,12 +22,17 @@ import (
 // that a test sees it copying.
 func newCopyingServer(t *testing.T, rate int64) *apitest.Server {
 	t.Helper()
+	return newCopyingServerHolding(t, rate, 0)
+}
+
+func newCopyingServerHolding(t *testing.T, rate int64, maxHold time.Duration) *apitest.Server {
+	t.Helper()
 	st, err := store.Open(t.TempDir(), store.Options{CopyBeforeWrite: true, NoReflink: true, CopyRate: rate})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ex := apitest.NewExporter()
-	a, err := api.New(api.Config{Store: st, Exporter: ex, Token: apitest.Token})
+	a, err := api.New(api.Config{Store: st, Exporter: ex, Token: apitest.Token, MaxHold: maxHold})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,4 +133,35 @@ func TestAWaitEndsWithTheCallersDeadlineAndSaysHowFarTheCopyCame(t *testing.T) {
 	}
 	doJSON(t, srv, "DELETE", "/v1/snapshot-sets/"+sets[0].ID, "", http.StatusNoContent, nil)
 	doJSON(t, srv, "GET", "/v1/snapshot-sets/"+sets[0].ID, "", http.StatusNotFound, nil)
+}
+
+// TestACopyLongerThanTheHoldLimitIsFine: the hold covers only the cut, so a
+// set whose copy takes ten times --max-hold is made and turns ready.
+func TestACopyLongerThanTheHoldLimitIsFine(t *testing.T) {
+	t.Parallel()
+	srv := newCopyingServerHolding(t, 4<<20, 100*time.Millisecond) // 4 MiB of data: 1 s of copying
+	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"vm","size_mib":4}`, http.StatusCreated, nil)
+	v, _ := srv.Store.Get("vm")
+	if err := os.WriteFile(v.Path, bytes.Repeat([]byte("x"), 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var set wire.SnapshotSet
+	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["vm"]}`, http.StatusCreated, &set)
+	if holds := srv.Exporter.Holds(); len(holds) != 1 || holds[0].Limit != 100*time.Millisecond || !holds[0].Released() {
+		t.Fatalf("holds: %+v; want one of 100ms, released", holds)
+	}
+	c, err := storage.New(srv.URL, apitest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	ready, err := c.WaitSnapshotSet(ctx, set.ID)
+	if err != nil || ready.State != wire.StateReady {
+		t.Fatalf("set whose copy outlasts the hold limit: %+v, %v", ready, err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Errorf("the copy took %s; the test needs one longer than the hold limit", took)
+	}
 }
