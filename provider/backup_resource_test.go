@@ -62,6 +62,10 @@ func (l vmLab) volumeBytes(volume string) ([]byte, error) {
 		return nil, err
 	}
 	defer func() { _ = l.target.DeleteSnapshot(context.Background(), snap.ID) }()
+	// Without reflinks (the lab's ext4) the snapshot is copied first.
+	if _, err := l.target.WaitSnapshot(ctx, snap.ID); err != nil {
+		return nil, err
+	}
 	return l.snapshotBytes(snap.ID)
 }
 
