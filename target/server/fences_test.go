@@ -132,6 +132,8 @@ func TestAFenceHoldsAcrossRestartsUntilItIsLifted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	writer := qemuIOCmd(ctx, portal, iqn, hostA, cmds...)
+	var writerOut bytes.Buffer
+	writer.Stdout, writer.Stderr = &writerOut, &writerOut
 	if err := writer.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +143,16 @@ func TestAFenceHoldsAcrossRestartsUntilItIsLifted(t *testing.T) {
 		close(exited)
 	}()
 	defer func() { writer.Process.Kill(); <-exited }()
-	deadline := time.Now().Add(20 * time.Second)
+	// A busy machine (make test runs packages side by side) can take a
+	// while to start QEMU's initiator: wait long, but not for a writer
+	// that is gone.
+	deadline := time.Now().Add(90 * time.Second)
 	for !strings.Contains(call(t, s, "GET", "/v1/sessions", "", http.StatusOK), hostA) || !hasData(t, path) {
+		select {
+		case <-exited:
+			t.Fatalf("alpha's writer exited before it got going: %s", writerOut.String())
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("alpha's writer never got going")
 		}
