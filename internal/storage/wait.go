@@ -39,45 +39,41 @@ func (c *Client) CreateSnapshotSetReady(ctx context.Context, req wire.CreateSnap
 // ends first, the error says how far the copy had come; the set goes on
 // copying (delete it to stop it).
 func (c *Client) WaitSnapshotSet(ctx context.Context, id string) (wire.SnapshotSet, error) {
-	var last wire.SnapshotSet
-	err := poll(ctx, func() (bool, error) {
-		s, err := c.GetSnapshotSet(ctx, id)
-		if err != nil {
-			return false, err
-		}
-		last = s
-		return s.State != wire.StateCopying, nil
+	return waitCopied(ctx, "snapshot set", id, c.GetSnapshotSet, func(s wire.SnapshotSet) (string, int64, int64) {
+		return s.State, s.CopiedBytes, s.TotalBytes
 	})
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return wire.SnapshotSet{}, fmt.Errorf("snapshot set %s was dropped before its copy finished (its copy failed or the target restarted; see its log): %w", id, err)
-	case err != nil && last.State == wire.StateCopying:
-		return wire.SnapshotSet{}, fmt.Errorf("wait for snapshot set %s to be copied (%d of %d MiB done): %w", id, last.CopiedBytes>>20, last.TotalBytes>>20, err)
-	case err != nil:
-		return wire.SnapshotSet{}, fmt.Errorf("wait for snapshot set %s: %w", id, err)
-	}
-	return last, nil
 }
 
 // WaitSnapshot waits until a snapshot is copied and returns it, ready; see
 // WaitSnapshotSet.
 func (c *Client) WaitSnapshot(ctx context.Context, id string) (wire.Snapshot, error) {
-	var last wire.Snapshot
+	return waitCopied(ctx, "snapshot", id, c.GetSnapshot, func(s wire.Snapshot) (string, int64, int64) {
+		return s.State, s.CopiedBytes, s.TotalBytes
+	})
+}
+
+// waitCopied polls get(id) until what it returns is no longer copying.
+func waitCopied[T any](ctx context.Context, what, id string, get func(context.Context, string) (T, error),
+	progress func(T) (state string, copied, total int64)) (T, error) {
+	var last T
 	err := poll(ctx, func() (bool, error) {
-		s, err := c.GetSnapshot(ctx, id)
+		s, err := get(ctx, id)
 		if err != nil {
 			return false, err
 		}
 		last = s
-		return s.State != wire.StateCopying, nil
+		state, _, _ := progress(s)
+		return state != wire.StateCopying, nil
 	})
+	var zero T
+	state, copied, total := progress(last)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return wire.Snapshot{}, fmt.Errorf("snapshot %s was dropped before its copy finished (its copy failed or the target restarted; see its log): %w", id, err)
-	case err != nil && last.State == wire.StateCopying:
-		return wire.Snapshot{}, fmt.Errorf("wait for snapshot %s to be copied (%d of %d MiB done): %w", id, last.CopiedBytes>>20, last.TotalBytes>>20, err)
+		return zero, fmt.Errorf("%s %s was dropped before its copy finished (its copy failed or the target restarted; see its log): %w", what, id, err)
+	case err != nil && state == wire.StateCopying:
+		return zero, fmt.Errorf("wait for %s %s to be copied (%d of %d MiB done): %w", what, id, copied>>20, total>>20, err)
 	case err != nil:
-		return wire.Snapshot{}, fmt.Errorf("wait for snapshot %s: %w", id, err)
+		return zero, fmt.Errorf("wait for %s %s: %w", what, id, err)
 	}
 	return last, nil
 }
