@@ -91,7 +91,9 @@ resource "drover_vm" "src" {
   initrd     = %[3]q
   cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.a.id }, { volume_id = drover_volume.b.id }]
-  placement  = { host = "alpha" }
+  placement {
+    host = "alpha"
+  }
 }
 `, name, l.info.GuestKernel, l.info.GuestInitrd) + extra
 }
@@ -136,7 +138,9 @@ resource "drover_vm" "restored" {
   initrd     = %[5]q
   cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.ra.id }, { volume_id = drover_volume.rb.id }]
-  placement  = { host = "beta" }
+  placement {
+    host = "beta"
+  }
 }
 `, restored, export, name, l.info.GuestKernel, l.info.GuestInitrd)
 
@@ -347,7 +351,9 @@ resource "drover_vm" "stopped" {
   initrd     = %[3]q
   running    = false
   disks      = [{ volume_id = drover_volume.a.id }]
-  placement  = { host = "alpha" }
+  placement {
+    host = "alpha"
+  }
 }
 `, name, l.info.GuestKernel, l.info.GuestInitrd)
 	backup := `

@@ -2,9 +2,12 @@ package provider
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sort"
+	"strings"
 
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
@@ -39,6 +42,7 @@ type storageConfig struct {
 	Endpoint string
 	Token    string
 	Portal   string
+	CAFile   string // empty: the system's roots
 }
 
 // cluster is the configuration of the cluster the provider block declares.
@@ -81,39 +85,60 @@ func (m providerModel) config(ctx context.Context) (config, diag.Diagnostics) {
 	return cfg, append(diags, d...)
 }
 
-// hostsConfig converts the hosts, sorted by name.
+// hostsConfig converts the host blocks, sorted by name. A host declared
+// failed is refused until recovering from a failed host is implemented.
 func (m providerModel) hostsConfig(ctx context.Context) ([]cluster.HostConfig, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	if m.Hosts.IsUnknown() {
-		diags.AddAttributeError(path.Root("hosts"), "Hosts are unknown",
+		diags.AddAttributeError(path.Root("host"), "Hosts are unknown",
 			"The provider needs its hosts known when planning; do not derive them from resources.")
 		return nil, diags
 	}
-	var hosts map[string]hostModel
+	var hosts []hostModel
 	diags.Append(m.Hosts.ElementsAs(ctx, &hosts, false)...)
 	if diags.HasError() {
 		return nil, diags
 	}
 	var out []cluster.HostConfig
-	for name, hm := range hosts {
-		if hm.URI.IsUnknown() || hm.Maintenance.IsUnknown() || hm.ReservedMemoryMiB.IsUnknown() ||
-			hm.CPUOvercommit.IsUnknown() || hm.MemoryOvercommit.IsUnknown() || hm.DomainType.IsUnknown() {
-			diags.AddAttributeError(path.Root("hosts").AtMapKey(name), "Host settings are unknown",
-				"The settings of host "+name+" must be known when planning.")
+	for i, hm := range hosts {
+		at := path.Root("host").AtListIndex(i)
+		if hm.unknown() {
+			diags.AddAttributeError(at, "Host settings are unknown",
+				fmt.Sprintf("The settings of host block %d (%s) must be known when planning.", i+1, hm.Name.ValueString()))
 			continue
 		}
-		out = append(out, hm.hostConfig(name))
+		if hm.Failed.ValueBool() {
+			diags.AddAttributeError(at.AtName("failed"), "Failed hosts are not supported yet",
+				fmt.Sprintf("Host %s: failed = true (fencing the host and restarting its VMs elsewhere) "+
+					"is not supported yet. To move the VMs of a host that answers, set maintenance = true instead.",
+					hm.Name.ValueString()))
+			continue
+		}
+		out = append(out, hm.hostConfig())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, diags
 }
 
+// unknown tells whether any setting of the host is unknown.
+func (hm hostModel) unknown() bool {
+	for _, v := range []attr.Value{hm.Name, hm.URI, hm.Maintenance, hm.Failed, hm.MigrationAddress,
+		hm.ReservedMemoryMiB, hm.CPUOvercommit, hm.MemoryOvercommit, hm.DomainType} {
+		if v.IsUnknown() {
+			return true
+		}
+	}
+	return false
+}
+
 // hostConfig converts one known host, applying defaults.
-func (hm hostModel) hostConfig(name string) cluster.HostConfig {
+func (hm hostModel) hostConfig() cluster.HostConfig {
 	h := cluster.HostConfig{
-		Name:              name,
+		Name:              hm.Name.ValueString(),
 		URI:               hm.URI.ValueString(),
 		Maintenance:       hm.Maintenance.ValueBool(),
+		Failed:            hm.Failed.ValueBool(),
+		MigrationAddress:  hm.MigrationAddress.ValueString(),
 		ReservedMemoryMiB: defaultReservedMemoryMiB,
 		CPUOvercommit:     defaultCPUOvercommit,
 		MemoryOvercommit:  defaultMemoryOvercommit,
@@ -151,9 +176,10 @@ func (m providerModel) placementConfig(ctx context.Context) (cluster.PlacementCo
 	if diags.HasError() {
 		return out, diags
 	}
-	if pm.Strategy.IsUnknown() || pm.MigrationsPerHost.IsUnknown() {
+	if pm.Strategy.IsUnknown() || pm.MigrationsPerHost.IsUnknown() || pm.StrictSpread.IsUnknown() {
 		return unknown()
 	}
+	out.StrictSpread = pm.StrictSpread.ValueBool()
 	if pm.Strategy.ValueString() == "pack" {
 		out.Strategy = placement.Pack
 	}
@@ -183,13 +209,18 @@ func (m providerModel) storageConfig(ctx context.Context) (*storageConfig, diag.
 	if diags.HasError() {
 		return nil, diags
 	}
-	if s.Endpoint.IsUnknown() || s.Token.IsUnknown() || s.Portal.IsUnknown() {
+	if s.Endpoint.IsUnknown() || s.Token.IsUnknown() || s.Portal.IsUnknown() || s.CAFile.IsUnknown() {
 		return unknown()
 	}
 	st := &storageConfig{
 		Endpoint: s.Endpoint.ValueString(),
 		Token:    s.Token.ValueString(),
 		Portal:   s.Portal.ValueString(),
+		CAFile:   s.CAFile.ValueString(),
+	}
+	if st.CAFile != "" && strings.HasPrefix(st.Endpoint, "http://") {
+		diags.AddAttributeWarning(path.Root("storage").AtName("ca_file"), "ca_file is not used",
+			"storage.endpoint "+st.Endpoint+" is plain http, so no certificate is checked; use https to have drover-target's certificate checked against ca_file.")
 	}
 	if st.Token == "" {
 		st.Token = os.Getenv(tokenEnv)

@@ -14,20 +14,20 @@ import (
 	"github.com/drover/terraform-provider-drover/internal/placement"
 )
 
-// modelTypes returns the Terraform types of the hosts map and the storage
-// object, taken from the provider's own schema.
-func modelTypes(t *testing.T) (hosts types.MapType, storage types.ObjectType) {
+// modelTypes returns the Terraform types of the host blocks and the
+// storage block, taken from the provider's own schema.
+func modelTypes(t *testing.T) (hosts types.ListType, storage types.ObjectType) {
 	t.Helper()
 	var resp provider.SchemaResponse
 	New("test", nil)().Schema(context.Background(), provider.SchemaRequest{}, &resp)
-	return resp.Schema.Attributes["hosts"].GetType().(types.MapType),
-		resp.Schema.Attributes["storage"].GetType().(types.ObjectType)
+	return resp.Schema.Blocks["host"].Type().(types.ListType),
+		resp.Schema.Blocks["storage"].Type().(types.ObjectType)
 }
 
-func hostsValue(t *testing.T, hosts map[string]hostModel) types.Map {
+func hostsValue(t *testing.T, hosts ...hostModel) types.List {
 	t.Helper()
 	typ, _ := modelTypes(t)
-	v, diags := types.MapValueFrom(context.Background(), typ.ElemType, hosts)
+	v, diags := types.ListValueFrom(context.Background(), typ.ElemType, hosts)
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
@@ -47,11 +47,14 @@ func storageValue(t *testing.T, s *storageModel) types.Object {
 	return v
 }
 
-// uriOnly is a host block that sets nothing but its URI.
-func uriOnly(uri string) hostModel {
+// uriOnly is a host block that sets nothing but its name and URI.
+func uriOnly(name, uri string) hostModel {
 	return hostModel{
+		Name:              types.StringValue(name),
 		URI:               types.StringValue(uri),
 		Maintenance:       types.BoolNull(),
+		Failed:            types.BoolNull(),
+		MigrationAddress:  types.StringNull(),
 		ReservedMemoryMiB: types.Int64Null(),
 		CPUOvercommit:     types.Float64Null(),
 		MemoryOvercommit:  types.Float64Null(),
@@ -61,14 +64,16 @@ func uriOnly(uri string) hostModel {
 
 func TestConfigAppliesDefaultsAndSortsHosts(t *testing.T) {
 	t.Parallel()
-	beta := uriOnly("qemu:///b")
+	beta := uriOnly("beta", "qemu:///b")
 	beta.Maintenance = types.BoolValue(true)
+	beta.Failed = types.BoolValue(false)
+	beta.MigrationAddress = types.StringValue("10.0.0.2")
 	beta.ReservedMemoryMiB = types.Int64Value(0)
 	beta.CPUOvercommit = types.Float64Value(1)
 	beta.MemoryOvercommit = types.Float64Value(1.5)
 	beta.DomainType = types.StringValue("qemu")
 	m := providerModel{
-		Hosts:   hostsValue(t, map[string]hostModel{"beta": beta, "alpha": uriOnly("qemu:///a")}),
+		Hosts:   hostsValue(t, beta, uriOnly("alpha", "qemu:///a")),
 		Storage: storageValue(t, nil),
 	}
 	cfg, diags := m.config(context.Background())
@@ -77,7 +82,7 @@ func TestConfigAppliesDefaultsAndSortsHosts(t *testing.T) {
 	}
 	want := []cluster.HostConfig{
 		{Name: "alpha", URI: "qemu:///a", ReservedMemoryMiB: 512, CPUOvercommit: 4, MemoryOvercommit: 1},
-		{Name: "beta", URI: "qemu:///b", Maintenance: true, ReservedMemoryMiB: 0, CPUOvercommit: 1,
+		{Name: "beta", URI: "qemu:///b", Maintenance: true, MigrationAddress: "10.0.0.2", ReservedMemoryMiB: 0, CPUOvercommit: 1,
 			MemoryOvercommit: 1.5, DomainType: "qemu"},
 	}
 	if len(cfg.Hosts) != len(want) {
@@ -100,14 +105,14 @@ func TestConfigPlacementSettings(t *testing.T) {
 	t.Parallel()
 	var resp provider.SchemaResponse
 	New("test", nil)().Schema(context.Background(), provider.SchemaRequest{}, &resp)
-	typ := resp.Schema.Attributes["placement"].GetType().(types.ObjectType)
+	typ := resp.Schema.Blocks["placement"].Type().(types.ObjectType)
 	pv, diags := types.ObjectValueFrom(context.Background(), typ.AttrTypes, placementSettingsModel{
-		Strategy: types.StringValue("pack"), MigrationsPerHost: types.Int64Value(3)})
+		Strategy: types.StringValue("pack"), MigrationsPerHost: types.Int64Value(3), StrictSpread: types.BoolValue(true)})
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
 	m := providerModel{
-		Hosts:     hostsValue(t, map[string]hostModel{"alpha": uriOnly("qemu:///a")}),
+		Hosts:     hostsValue(t, uriOnly("alpha", "qemu:///a")),
 		Storage:   storageValue(t, nil),
 		Placement: pv,
 	}
@@ -115,7 +120,7 @@ func TestConfigPlacementSettings(t *testing.T) {
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
-	if want := (cluster.PlacementConfig{Strategy: placement.Pack, MigrationsPerHost: 3}); cfg.Placement != want {
+	if want := (cluster.PlacementConfig{Strategy: placement.Pack, MigrationsPerHost: 3, StrictSpread: true}); cfg.Placement != want {
 		t.Errorf("placement = %+v, want %+v", cfg.Placement, want)
 	}
 }
@@ -126,6 +131,7 @@ func TestConfigStorageToken(t *testing.T) {
 			Endpoint: types.StringValue("https://storage.lan:3261"),
 			Token:    token,
 			Portal:   types.StringValue("storage.lan:3260"),
+			CAFile:   types.StringNull(),
 		}
 	}
 	tests := []struct {
@@ -142,7 +148,7 @@ func TestConfigStorageToken(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv(tokenEnv, tt.env)
 			m := providerModel{
-				Hosts:   hostsValue(t, map[string]hostModel{"alpha": uriOnly("qemu:///a")}),
+				Hosts:   hostsValue(t, uriOnly("alpha", "qemu:///a")),
 				Storage: storageValue(t, storage(tt.token)),
 			}
 			cfg, diags := m.config(context.Background())
@@ -165,7 +171,7 @@ func TestConfigStorageToken(t *testing.T) {
 func TestConfigRefusesUnknownHosts(t *testing.T) {
 	t.Parallel()
 	typ, _ := modelTypes(t)
-	m := providerModel{Hosts: types.MapUnknown(typ.ElemType), Storage: storageValue(t, nil)}
+	m := providerModel{Hosts: types.ListUnknown(typ.ElemType), Storage: storageValue(t, nil)}
 	_, diags := m.config(context.Background())
 	if len(diags) != 1 || !diags.HasError() {
 		t.Fatalf("got %v, want one error", diags)
@@ -174,8 +180,48 @@ func TestConfigRefusesUnknownHosts(t *testing.T) {
 	if d.Summary() != "Hosts are unknown" || !strings.Contains(d.Detail(), "known when planning") {
 		t.Errorf("got %q: %q, want the hosts named unknown and why they must be known", d.Summary(), d.Detail())
 	}
-	if at := diagPath(d); !at.Equal(path.Root("hosts")) {
-		t.Errorf("the error points at %q, want hosts", at)
+	if at := diagPath(d); !at.Equal(path.Root("host")) {
+		t.Errorf("the error points at %q, want host", at)
+	}
+}
+
+func TestConfigCAFile(t *testing.T) {
+	t.Parallel()
+	storage := func(endpoint string) types.Object {
+		return storageValue(t, &storageModel{Endpoint: types.StringValue(endpoint), Token: types.StringValue("t"),
+			Portal: types.StringValue("storage.lan:3260"), CAFile: types.StringValue("/etc/drover/storage-ca.pem")})
+	}
+	m := providerModel{Hosts: hostsValue(t, uriOnly("alpha", "qemu:///a")), Storage: storage("https://storage.lan:3261")}
+	cfg, diags := m.config(context.Background())
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	if cfg.Storage.CAFile != "/etc/drover/storage-ca.pem" {
+		t.Errorf("ca_file = %q, want /etc/drover/storage-ca.pem", cfg.Storage.CAFile)
+	}
+
+	m.Storage = storage("http://storage.lan:3261")
+	_, diags = m.config(context.Background())
+	if len(diags) != 1 || diags.HasError() || !diagPath(diags[0]).Equal(path.Root("storage").AtName("ca_file")) {
+		t.Errorf("with an http endpoint got %v, want one warning at storage.ca_file", diags)
+	}
+}
+
+func TestConfigRefusesAFailedHostNamingIt(t *testing.T) {
+	t.Parallel()
+	beta := uriOnly("beta", "qemu:///b")
+	beta.Failed = types.BoolValue(true)
+	m := providerModel{Hosts: hostsValue(t, uriOnly("alpha", "qemu:///a"), beta), Storage: storageValue(t, nil)}
+	_, diags := m.config(context.Background())
+	if len(diags) != 1 || !diags.HasError() {
+		t.Fatalf("got %v, want one error", diags)
+	}
+	d := diags[0]
+	if !strings.Contains(d.Summary(), "not supported yet") || !strings.Contains(d.Detail(), "Host beta") {
+		t.Errorf("got %q: %q, want failed hosts named not supported yet, and host beta named", d.Summary(), d.Detail())
+	}
+	if at, want := diagPath(d), path.Root("host").AtListIndex(1).AtName("failed"); !at.Equal(want) {
+		t.Errorf("the error points at %q, want %q", at, want)
 	}
 }
 

@@ -79,10 +79,22 @@ func TestAccHostsDataSource(t *testing.T) {
 			PreConfig: func() { start = time.Now() },
 			Config: fmt.Sprintf(`
 provider "drover" {
-  hosts = {
-    alpha = { uri = %q, domain_type = "qemu", reserved_memory_mib = 256, memory_overcommit = 1.5 }
-    beta  = { uri = %q, domain_type = "qemu", maintenance = true }
-    gamma = { uri = %q }
+  host {
+    name                = "alpha"
+    uri                 = %q
+    domain_type         = "qemu"
+    reserved_memory_mib = 256
+    memory_overcommit   = 1.5
+  }
+  host {
+    name        = "beta"
+    uri         = %q
+    domain_type = "qemu"
+    maintenance = true
+  }
+  host {
+    name = "gamma"
+    uri  = %q
   }
 }
 

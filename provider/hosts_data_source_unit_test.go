@@ -43,10 +43,10 @@ func TestHostsDataSourceWithoutLab(t *testing.T) {
 	ctx := context.Background()
 
 	cresp, err := server.ConfigureProvider(ctx, &tfprotov6.ConfigureProviderRequest{
-		Config: dynamicValue(t, sch.Provider, obj{"hosts": obj{
-			"default": obj{"uri": defaultURI, "reserved_memory_mib": 1024, "memory_overcommit": 1.5},
-			"empty":   obj{"uri": emptyURI, "maintenance": true},
-			"gone":    obj{"uri": goneURI},
+		Config: dynamicValue(t, sch.Provider, obj{"host": []any{
+			obj{"name": "default", "uri": defaultURI, "reserved_memory_mib": 1024, "memory_overcommit": 1.5},
+			obj{"name": "empty", "uri": emptyURI, "maintenance": true},
+			obj{"name": "gone", "uri": goneURI},
 		}}),
 	})
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/objectvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -70,19 +70,23 @@ type providerData struct {
 
 // providerModel is the provider block as Terraform sends it.
 type providerModel struct {
-	Hosts     types.Map    `tfsdk:"hosts"`     // of hostModel
-	Storage   types.Object `tfsdk:"storage"`   // storageModel
-	Placement types.Object `tfsdk:"placement"` // placementSettingsModel
+	Hosts     types.List   `tfsdk:"host"`      // of hostModel, one per host block
+	Storage   types.Object `tfsdk:"storage"`   // storageModel; null without the block
+	Placement types.Object `tfsdk:"placement"` // placementSettingsModel; null without the block
 }
 
 type placementSettingsModel struct {
 	Strategy          types.String `tfsdk:"strategy"`
 	MigrationsPerHost types.Int64  `tfsdk:"migrations_per_host"`
+	StrictSpread      types.Bool   `tfsdk:"strict_spread"`
 }
 
 type hostModel struct {
+	Name              types.String  `tfsdk:"name"`
 	URI               types.String  `tfsdk:"uri"`
 	Maintenance       types.Bool    `tfsdk:"maintenance"`
+	Failed            types.Bool    `tfsdk:"failed"`
+	MigrationAddress  types.String  `tfsdk:"migration_address"`
 	ReservedMemoryMiB types.Int64   `tfsdk:"reserved_memory_mib"`
 	CPUOvercommit     types.Float64 `tfsdk:"cpu_overcommit"`
 	MemoryOvercommit  types.Float64 `tfsdk:"memory_overcommit"`
@@ -93,6 +97,7 @@ type storageModel struct {
 	Endpoint types.String `tfsdk:"endpoint"`
 	Token    types.String `tfsdk:"token"`
 	Portal   types.String `tfsdk:"portal"`
+	CAFile   types.String `tfsdk:"ca_file"`
 }
 
 func (p *droverProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp *provider.MetadataResponse) {
@@ -102,108 +107,163 @@ func (p *droverProvider) Metadata(_ context.Context, _ provider.MetadataRequest,
 
 var hostNameRegexp = regexp.MustCompile(`^[a-z0-9-]+$`)
 
+// The provider's settings are blocks, not object attributes: Terraform
+// drops an object attribute's unknown keys without a word
+// (terraform-plugin-framework #1210, terraform #33570), so a misspelled
+// `maintanance = true` would leave a host in service. A block's unknown
+// argument is an error.
 func (p *droverProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp *provider.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Drover turns a few libvirt/QEMU hosts and one storage box " +
 			"(drover-target) into a small virtualization cluster: it places VMs on hosts " +
 			"and moves them between hosts by live migration when placement has to change.",
+		Blocks: map[string]schema.Block{
+			"host":      hostBlock(),
+			"storage":   storageBlock(),
+			"placement": placementBlock(),
+		},
+	}
+}
+
+// hostBlock is the repeated host block: at least one, names unique.
+func hostBlock() schema.Block {
+	return schema.ListNestedBlock{
+		MarkdownDescription: "A hypervisor host; one block per host, at least one. Names are unique.",
+		Validators:          []validator.List{hostBlocks{}},
+		NestedObject: schema.NestedBlockObject{
+			Attributes: map[string]schema.Attribute{
+				"name": schema.StringAttribute{
+					MarkdownDescription: "The host's name, unique among the host blocks: lowercase " +
+						"letters, digits and `-`. VMs' `placement` and `drover_hosts` refer to it.",
+					Required: true,
+					Validators: []validator.String{stringvalidator.RegexMatches(hostNameRegexp,
+						"must be a host name of lowercase letters, digits and -")},
+				},
+				"uri": schema.StringAttribute{
+					MarkdownDescription: "The libvirt connection URI of the host, " +
+						"such as `qemu+ssh://root@alpha/system` or `qemu+tcp://127.0.0.2/system`.",
+					Required:   true,
+					Validators: []validator.String{libvirtURI{}},
+				},
+				"maintenance": schema.BoolAttribute{
+					MarkdownDescription: "When `true`, the host runs no Drover VM after an " +
+						"apply: its VMs move to other hosts. Defaults to `false`.",
+					Optional: true,
+				},
+				"failed": schema.BoolAttribute{
+					MarkdownDescription: "Declares the host dead or cut off, so that its VMs " +
+						"restart elsewhere after the host is fenced at the storage box. Defaults to " +
+						"`false`. **Not supported yet**: a configuration that sets it to `true` is " +
+						"refused at plan time; use `maintenance` to move the VMs of a host that answers.",
+					Optional: true,
+				},
+				"migration_address": schema.StringAttribute{
+					MarkdownDescription: "The address (host name or IP, no port) other hosts send " +
+						"this host a VM's memory to when a VM moves here, and where this host listens " +
+						"for it. Set it when the host's name does not resolve to the right network " +
+						"(on Debian it often resolves to 127.0.1.1). Defaults to libvirt's choice, the " +
+						"host's name.",
+					Optional:   true,
+					Validators: []validator.String{migrationAddress{}},
+				},
+				"reserved_memory_mib": schema.Int64Attribute{
+					MarkdownDescription: "Memory, in MiB, kept free for the host itself " +
+						"and never given to VMs. Defaults to `512`.",
+					Optional:   true,
+					Validators: []validator.Int64{int64validator.AtLeast(0)},
+				},
+				"cpu_overcommit": schema.Float64Attribute{
+					MarkdownDescription: "How many vCPUs the host may run per physical " +
+						"CPU; at least 1. Defaults to `4`.",
+					Optional:   true,
+					Validators: []validator.Float64{float64validator.AtLeast(1)},
+				},
+				"memory_overcommit": schema.Float64Attribute{
+					MarkdownDescription: "How much memory the host may promise to VMs, " +
+						"as a multiple of its memory less the reserve; at least 1. " +
+						"Defaults to `1.0` (no overcommit).",
+					Optional:   true,
+					Validators: []validator.Float64{float64validator.AtLeast(1)},
+				},
+				"domain_type": schema.StringAttribute{
+					MarkdownDescription: "The libvirt domain type of the host's VMs: " +
+						"`kvm` (hardware acceleration) or `qemu` (software emulation). " +
+						"Defaults to `kvm` when the host offers it, else `qemu`.",
+					Optional:   true,
+					Validators: []validator.String{stringvalidator.OneOf("kvm", "qemu")},
+				},
+			},
+		},
+	}
+}
+
+// storageBlock is the storage box. Its endpoint and portal are checked by
+// the block's validator rather than marked required: a required attribute
+// would make the whole block required (terraform-plugin-framework #740),
+// and data sources about hosts work without storage.
+func storageBlock() schema.Block {
+	return schema.SingleNestedBlock{
+		MarkdownDescription: "The storage box (drover-target) that holds the VMs' " +
+			"volumes. Needed by VMs and volumes; data sources about hosts work without it.",
+		Validators: []validator.Object{objectvalidator.AlsoRequires(
+			path.MatchRelative().AtName("endpoint"), path.MatchRelative().AtName("portal"))},
 		Attributes: map[string]schema.Attribute{
-			"hosts": schema.MapNestedAttribute{
-				MarkdownDescription: "The hypervisor hosts, by name. A name is made of " +
-					"lowercase letters, digits and `-`. At least one host is required.",
-				Required: true,
-				Validators: []validator.Map{
-					mapvalidator.SizeAtLeast(1),
-					mapvalidator.KeysAre(stringvalidator.RegexMatches(hostNameRegexp,
-						"must be a host name of lowercase letters, digits and -")),
-				},
-				NestedObject: schema.NestedAttributeObject{
-					Attributes: map[string]schema.Attribute{
-						"uri": schema.StringAttribute{
-							MarkdownDescription: "The libvirt connection URI of the host, " +
-								"such as `qemu+ssh://root@alpha/system` or `qemu+tcp://127.0.0.2/system`.",
-							Required:   true,
-							Validators: []validator.String{libvirtURI{}},
-						},
-						"maintenance": schema.BoolAttribute{
-							MarkdownDescription: "When `true`, the host runs no Drover VM after an " +
-								"apply: its VMs move to other hosts. Defaults to `false`.",
-							Optional: true,
-						},
-						"reserved_memory_mib": schema.Int64Attribute{
-							MarkdownDescription: "Memory, in MiB, kept free for the host itself " +
-								"and never given to VMs. Defaults to `512`.",
-							Optional:   true,
-							Validators: []validator.Int64{int64validator.AtLeast(0)},
-						},
-						"cpu_overcommit": schema.Float64Attribute{
-							MarkdownDescription: "How many vCPUs the host may run per physical " +
-								"CPU; at least 1. Defaults to `4`.",
-							Optional:   true,
-							Validators: []validator.Float64{float64validator.AtLeast(1)},
-						},
-						"memory_overcommit": schema.Float64Attribute{
-							MarkdownDescription: "How much memory the host may promise to VMs, " +
-								"as a multiple of its memory less the reserve; at least 1. " +
-								"Defaults to `1.0` (no overcommit).",
-							Optional:   true,
-							Validators: []validator.Float64{float64validator.AtLeast(1)},
-						},
-						"domain_type": schema.StringAttribute{
-							MarkdownDescription: "The libvirt domain type of the host's VMs: " +
-								"`kvm` (hardware acceleration) or `qemu` (software emulation). " +
-								"Defaults to `kvm` when the host offers it, else `qemu`.",
-							Optional:   true,
-							Validators: []validator.String{stringvalidator.OneOf("kvm", "qemu")},
-						},
-					},
-				},
+			"endpoint": schema.StringAttribute{
+				MarkdownDescription: "Required in the block: the URL of drover-target's management " +
+					"API, such as `https://storage.lan:3261`.",
+				Optional:   true,
+				Validators: []validator.String{httpURL{}},
 			},
-			"storage": schema.SingleNestedAttribute{
-				MarkdownDescription: "The storage box (drover-target) that holds the VMs' " +
-					"volumes. Needed by VMs and volumes; data sources about hosts work without it.",
+			"token": schema.StringAttribute{
+				MarkdownDescription: "The bearer token of the management API. " +
+					"Defaults to the environment variable `DROVER_STORAGE_TOKEN`.",
+				Optional:  true,
+				Sensitive: true,
+			},
+			"portal": schema.StringAttribute{
+				MarkdownDescription: "Required in the block: the iSCSI portal as the hosts reach it, " +
+					"`host:port`, such as `storage.lan:3260`.",
+				Optional:   true,
+				Validators: []validator.String{hostPort{}},
+			},
+			"ca_file": schema.StringAttribute{
+				MarkdownDescription: "A PEM file (on the machine running Terraform) with the CA " +
+					"that signed drover-target's TLS certificate; only that CA is then trusted for " +
+					"an `https` endpoint. Defaults to the system's trusted CAs.",
 				Optional: true,
-				Attributes: map[string]schema.Attribute{
-					"endpoint": schema.StringAttribute{
-						MarkdownDescription: "The URL of drover-target's management API, " +
-							"such as `https://storage.lan:3261`.",
-						Required:   true,
-						Validators: []validator.String{httpURL{}},
-					},
-					"token": schema.StringAttribute{
-						MarkdownDescription: "The bearer token of the management API. " +
-							"Defaults to the environment variable `DROVER_STORAGE_TOKEN`.",
-						Optional:  true,
-						Sensitive: true,
-					},
-					"portal": schema.StringAttribute{
-						MarkdownDescription: "The iSCSI portal as the hosts reach it, " +
-							"`host:port`, such as `storage.lan:3260`.",
-						Required:   true,
-						Validators: []validator.String{hostPort{}},
-					},
-				},
 			},
-			"placement": schema.SingleNestedAttribute{
-				MarkdownDescription: "How VMs are placed and moved.",
-				Optional:            true,
-				Attributes: map[string]schema.Attribute{
-					"strategy": schema.StringAttribute{
-						MarkdownDescription: "Where a new or displaced VM goes among the hosts " +
-							"that can take it: `spread` (the host with the least committed share) " +
-							"or `pack` (the fullest host that still fits, keeping others empty). " +
-							"Defaults to `spread`.",
-						Optional:   true,
-						Validators: []validator.String{stringvalidator.OneOf("spread", "pack")},
-					},
-					"migrations_per_host": schema.Int64Attribute{
-						MarkdownDescription: "How many moves a host takes part in at once, as " +
-							"source or destination; an evacuation moves this many VMs in parallel. " +
-							"From 1 to 16. Defaults to `2`.",
-						Optional:   true,
-						Validators: []validator.Int64{int64validator.Between(1, 16)},
-					},
-				},
+		},
+	}
+}
+
+// placementBlock is how VMs are placed and moved.
+func placementBlock() schema.Block {
+	return schema.SingleNestedBlock{
+		MarkdownDescription: "How VMs are placed and moved.",
+		Attributes: map[string]schema.Attribute{
+			"strategy": schema.StringAttribute{
+				MarkdownDescription: "Where a new or displaced VM goes among the hosts " +
+					"that can take it: `spread` (the host with the least committed share) " +
+					"or `pack` (the fullest host that still fits, keeping others empty). " +
+					"Defaults to `spread`.",
+				Optional:   true,
+				Validators: []validator.String{stringvalidator.OneOf("spread", "pack")},
+			},
+			"migrations_per_host": schema.Int64Attribute{
+				MarkdownDescription: "How many moves a host takes part in at once, as " +
+					"source or destination; an evacuation moves this many VMs in parallel. " +
+					"From 1 to 16. Defaults to `2`.",
+				Optional:   true,
+				Validators: []validator.Int64{int64validator.Between(1, 16)},
+			},
+			"strict_spread": schema.BoolAttribute{
+				MarkdownDescription: "When `true`, two VMs of one `spread_group` never share a " +
+					"host, not even while hosts are out of service: a plan that would need it fails " +
+					"before anything moves. Defaults to `false`, which will let a group share hosts " +
+					"(as evenly as possible, with a warning) while too few hosts are in service. " +
+					"Today every spread is strict, whatever this says: sharing is not implemented " +
+					"yet, so a plan that would need it fails.",
+				Optional: true,
 			},
 		},
 	}
@@ -227,7 +287,11 @@ func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRe
 	data := &providerData{config: cfg, hosts: p.hosts}
 	var st cluster.Storage
 	if cfg.Storage != nil {
-		client, err := storage.New(cfg.Storage.Endpoint, cfg.Storage.Token)
+		var opts []storage.Option
+		if cfg.Storage.CAFile != "" {
+			opts = append(opts, storage.WithCAFile(cfg.Storage.CAFile))
+		}
+		client, err := storage.New(cfg.Storage.Endpoint, cfg.Storage.Token, opts...)
 		if err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("storage"), "Unable to configure storage", err.Error())
 			return

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,13 +12,13 @@ import (
 
 func TestProviderConfigValidation(t *testing.T) {
 	t.Parallel()
-	hosts := func(h obj) obj { return obj{"hosts": h} }
+	hosts := func(h ...any) obj { return obj{"host": h} }
 	alpha := func(settings obj) obj {
-		host := obj{"uri": "qemu+ssh://root@alpha/system"}
+		host := obj{"name": "alpha", "uri": "qemu+ssh://root@alpha/system"}
 		for k, v := range settings {
 			host[k] = v
 		}
-		return hosts(obj{"alpha": host})
+		return hosts(host)
 	}
 	withStorage := func(s obj) obj {
 		cfg := alpha(nil)
@@ -35,13 +36,14 @@ func TestProviderConfigValidation(t *testing.T) {
 			switch s := s.(type) {
 			case string:
 				p = p.WithAttributeName(s)
-			case key:
-				p = p.WithElementKeyString(string(s))
+			case int:
+				p = p.WithElementKeyInt(s)
 			}
 		}
 		return p
 	}
-	alphaAt := func(attr string) *tftypes.AttributePath { return at("hosts", key("alpha"), attr) }
+	alphaAt := func(attr string) *tftypes.AttributePath { return at("host", 0, attr) }
+	named := func(name string) obj { return obj{"name": name, "uri": "qemu:///system"} }
 
 	tests := []struct {
 		name     string
@@ -49,33 +51,46 @@ func TestProviderConfigValidation(t *testing.T) {
 		wantPath *tftypes.AttributePath // nil: the configuration is valid
 		wantText string                 // the bad value, as the error must quote it
 	}{
-		{name: "a host with only a URI is valid", config: alpha(nil)},
+		{name: "a host with only a name and a URI is valid", config: alpha(nil)},
 		{name: "a host with every setting is valid", config: alpha(obj{
-			"maintenance": true, "reserved_memory_mib": 1024, "cpu_overcommit": 2.5,
-			"memory_overcommit": 1.2, "domain_type": "qemu",
+			"maintenance": true, "failed": false, "migration_address": "10.0.0.2", "reserved_memory_mib": 1024,
+			"cpu_overcommit": 2.5, "memory_overcommit": 1.2, "domain_type": "qemu",
 		})},
-		{name: "local, tcp and test URIs are valid", config: hosts(obj{
-			"a": obj{"uri": "qemu:///system"}, "b": obj{"uri": "qemu+tcp://127.0.0.2/system"},
-			"c": obj{"uri": "test:///default"}, "d-2": obj{"uri": "qemu+ssh://root@d:2222/system?keyfile=/k"},
-		})},
+		{name: "local, tcp and test URIs are valid", config: hosts(
+			obj{"name": "a", "uri": "qemu:///system"}, obj{"name": "b", "uri": "qemu+tcp://127.0.0.2/system"},
+			obj{"name": "c", "uri": "test:///default"}, obj{"name": "d-2", "uri": "qemu+ssh://root@d:2222/system?keyfile=/k"},
+		)},
 		{name: "a full storage block is valid", config: withStorage(obj{
 			"endpoint": "https://storage.lan:3261", "token": "secret", "portal": "storage.lan:3260",
+			"ca_file": "/etc/drover/storage-ca.pem",
 		})},
 		{name: "reserving no memory is valid", config: alpha(obj{"reserved_memory_mib": 0})},
-		{name: "pack with 4 moves per host is valid", config: withPlacement(obj{"strategy": "pack", "migrations_per_host": 4})},
+		{name: "host names, IPv4 and IPv6 migration addresses are valid", config: hosts(
+			obj{"name": "a", "uri": "qemu:///system", "migration_address": "alpha.lan"},
+			obj{"name": "b", "uri": "qemu:///system", "migration_address": "10.0.0.2"},
+			obj{"name": "c", "uri": "qemu:///system", "migration_address": "fd00::2"},
+		)},
+		{name: "pack with 4 moves per host, strictly spread, is valid", config: withPlacement(obj{
+			"strategy": "pack", "migrations_per_host": 4, "strict_spread": true})},
 		{name: "an unknown strategy is refused", config: withPlacement(obj{"strategy": "fill"}),
 			wantPath: at("placement", "strategy"), wantText: `"fill"`},
 		{name: "no moves per host is refused", config: withPlacement(obj{"migrations_per_host": 0}),
 			wantPath: at("placement", "migrations_per_host"), wantText: "between 1 and 16"},
 
-		{name: "an empty hosts map is refused", config: hosts(obj{}),
-			wantPath: at("hosts"), wantText: "got: 0"},
-		{name: "a host name with capitals is refused", config: hosts(obj{"Alpha": obj{"uri": "qemu:///system"}}),
-			wantPath: at("hosts", key("Alpha")), wantText: "Alpha"},
-		{name: "a host name with an underscore is refused", config: hosts(obj{"al_pha": obj{"uri": "qemu:///system"}}),
-			wantPath: at("hosts", key("al_pha")), wantText: "al_pha"},
-		{name: "an empty host name is refused", config: hosts(obj{"": obj{"uri": "qemu:///system"}}),
-			wantPath: at("hosts", key("")), wantText: "lowercase letters"},
+		{name: "a provider block without a host block is refused", config: hosts(),
+			wantPath: at("host"), wantText: "at least one host block"},
+		{name: "two host blocks of one name are refused, naming it", config: hosts(named("alpha"), named("beta"), named("alpha")),
+			wantPath: at("host", 2, "name"), wantText: `both named "alpha"`},
+		{name: "a host name with capitals is refused", config: hosts(named("Alpha")),
+			wantPath: at("host", 0, "name"), wantText: "Alpha"},
+		{name: "a host name with an underscore is refused", config: hosts(named("al_pha")),
+			wantPath: at("host", 0, "name"), wantText: "al_pha"},
+		{name: "an empty host name is refused", config: hosts(named("")),
+			wantPath: at("host", 0, "name"), wantText: "lowercase letters"},
+		{name: "a migration address with a port is refused", config: alpha(obj{"migration_address": "10.0.0.2:49152"}),
+			wantPath: alphaAt("migration_address"), wantText: `"10.0.0.2:49152"`},
+		{name: "a migration address with a scheme is refused", config: alpha(obj{"migration_address": "tcp://10.0.0.2"}),
+			wantPath: alphaAt("migration_address"), wantText: `"tcp://10.0.0.2"`},
 		{name: "an empty URI is refused", config: alpha(obj{"uri": ""}),
 			wantPath: alphaAt("uri"), wantText: "it is empty"},
 		{name: "a URI without a scheme is refused", config: alpha(obj{"uri": "alpha"}),
@@ -100,6 +115,9 @@ func TestProviderConfigValidation(t *testing.T) {
 		{name: "a storage portal without a port is refused", config: withStorage(obj{
 			"endpoint": "https://storage.lan:3261", "portal": "storage.lan",
 		}), wantPath: at("storage", "portal"), wantText: `"storage.lan"`},
+		{name: "a storage block without an endpoint is refused", config: withStorage(obj{
+			"token": "secret", "portal": "storage.lan:3260",
+		}), wantPath: at("storage"), wantText: `"storage.endpoint" must be specified`},
 	}
 	server := protocolServer(t, nil)
 	schema := schemas(t, server).Provider
@@ -136,5 +154,21 @@ func TestProviderConfigValidation(t *testing.T) {
 	}
 }
 
-// key is a map key in an attribute path, as opposed to an attribute name.
-type key string
+func TestConfigureGivesTheStorageClientItsCAFile(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "storage-ca.pem")
+	server := protocolServer(t, nil)
+	resp, err := server.ConfigureProvider(context.Background(), &tfprotov6.ConfigureProviderRequest{
+		Config: dynamicValue(t, schemas(t, server).Provider, obj{
+			"host": []any{obj{"name": "alpha", "uri": "test:///default"}},
+			"storage": obj{"endpoint": "https://127.0.0.1:3261", "token": "t", "portal": "127.0.0.1:3260",
+				"ca_file": missing},
+		}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Diagnostics) != 1 || !strings.Contains(resp.Diagnostics[0].Detail, missing) {
+		t.Fatalf("got%s\nwant one error naming the CA file %s", diagnosticsString(resp.Diagnostics), missing)
+	}
+}

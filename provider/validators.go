@@ -8,6 +8,7 @@ import (
 	"regexp"
 
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
 )
 
 // libvirtSchemeRegexp matches the scheme of a libvirt URI: a driver, and
@@ -96,5 +97,69 @@ func (v hostPort) ValidateString(_ context.Context, req validator.StringRequest,
 	if host, port, err := net.SplitHostPort(s); err != nil || host == "" || port == "" {
 		resp.Diagnostics.AddAttributeError(req.Path, "Invalid portal",
 			fmt.Sprintf("%q is not host:port, such as storage.lan:3260.", s))
+	}
+}
+
+// migrationAddressRegexp matches a host name or an IPv4 address.
+var migrationAddressRegexp = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+
+// migrationAddress refuses strings that are not a host name or an IP
+// address: libvirt takes the address without a scheme or a port.
+type migrationAddress struct{}
+
+func (migrationAddress) Description(context.Context) string {
+	return "must be a host name or an IP address without a port, such as 10.0.0.2"
+}
+
+func (v migrationAddress) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (v migrationAddress) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	if net.ParseIP(s) == nil && !migrationAddressRegexp.MatchString(s) {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid migration address",
+			fmt.Sprintf("%q is not a host name or an IP address; write one without a scheme or a port, such as 10.0.0.2.", s))
+	}
+}
+
+// hostBlocks refuses a provider block without a host block, and two host
+// blocks of one name.
+type hostBlocks struct{}
+
+func (hostBlocks) Description(context.Context) string {
+	return "at least one host block, each with a name of its own"
+}
+
+func (v hostBlocks) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (v hostBlocks) ValidateList(_ context.Context, req validator.ListRequest, resp *validator.ListResponse) {
+	if req.ConfigValue.IsUnknown() {
+		return
+	}
+	elems := req.ConfigValue.Elements()
+	if len(elems) == 0 {
+		resp.Diagnostics.AddAttributeError(req.Path, "No host",
+			`The provider block needs at least one host block, such as host { name = "alpha" uri = "qemu+ssh://root@alpha/system" }.`)
+		return
+	}
+	first := map[string]int{} // host name → index of its first block
+	for i, e := range elems {
+		o, ok := e.(types.Object)
+		if !ok || o.IsNull() || o.IsUnknown() {
+			continue
+		}
+		name, ok := o.Attributes()["name"].(types.String)
+		if !ok || name.IsNull() || name.IsUnknown() {
+			continue
+		}
+		if j, dup := first[name.ValueString()]; dup {
+			resp.Diagnostics.AddAttributeError(req.Path.AtListIndex(i).AtName("name"), "Duplicate host name",
+				fmt.Sprintf("Host blocks %d and %d are both named %q; each host block needs a name of its own.",
+					j+1, i+1, name.ValueString()))
+			continue
+		}
+		first[name.ValueString()] = i
 	}
 }

@@ -53,7 +53,7 @@ resource "drover_vm" "test" {
   initrd     = %[3]q
   cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.test.id }]
-  placement  = %[4]s
+  placement %[4]s
   timeouts {
     update = "5m"
   }
@@ -205,7 +205,7 @@ func TestAccPlacementDestinationDiesDuringMigration(t *testing.T) {
 func TestAccVMOnAHostRemovedFromTheProviderBlock(t *testing.T) {
 	l := newVMLab(t)
 	name := accName(t, "gone")
-	alphaOnly := regexp.MustCompile(`(?m)^\s*beta\s+=.*$`).ReplaceAllString(l.providerBlock(), "")
+	alphaOnly := l.providerBlockOf(l.alpha())
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: accProviders(t),
 		CheckDestroy:             l.checkVMGone([]string{name}, []string{name + "-disk"}),

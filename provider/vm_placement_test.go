@@ -26,8 +26,7 @@ import (
 // providerBlockMaintenance is the lab's provider block with alpha in
 // maintenance or not.
 func (l vmLab) providerBlockMaintenance(alphaMaintenance bool) string {
-	return strings.Replace(l.providerBlock(), `alpha = { uri = `+strconv.Quote(l.info.AlphaURI)+`, domain_type = "qemu" }`,
-		fmt.Sprintf(`alpha = { uri = %q, domain_type = "qemu", maintenance = %v }`, l.info.AlphaURI, alphaMaintenance), 1)
+	return l.providerBlockOf(l.alpha(fmt.Sprintf("maintenance = %v", alphaMaintenance)), l.beta())
 }
 
 // checkOnDistinctHosts asks libvirt where each VM is: each on exactly one
@@ -73,7 +72,9 @@ resource "drover_vm" "web%d" {
   kernel     = %q
   initrd     = %q
   running    = false
-  placement  = { spread_group = "web" }
+  placement {
+    spread_group = "web"
+  }
 }
 `, i+1, names[i], l.info.GuestKernel, l.info.GuestInitrd)
 		}
@@ -205,7 +206,7 @@ resource "drover_vm" "%[1]s" {
   initrd     = %[4]q
   cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.%[1]s.id }]
-  placement  = %[5]s
+  placement %[5]s
   timeouts {
     update = "5m"
   }
@@ -443,8 +444,7 @@ func TestAccPlacementOutgrowsHost(t *testing.T) {
 	// its defaults.
 	reserved := l.alphaReservedFor(t, 200)
 	config := func(memory int) string {
-		cfg := strings.Replace(l.providerBlock(), `alpha = { uri = `+strconv.Quote(l.info.AlphaURI)+`, domain_type = "qemu" }`,
-			fmt.Sprintf(`alpha = { uri = %q, domain_type = "qemu", reserved_memory_mib = %d }`, l.info.AlphaURI, reserved), 1)
+		cfg := l.providerBlockOf(l.alpha(fmt.Sprintf("reserved_memory_mib = %d", reserved)), l.beta())
 		return cfg + fmt.Sprintf(`
 resource "drover_volume" "disk" {
   name     = %[2]q
@@ -461,7 +461,9 @@ resource "drover_vm" "test" {
   initrd         = %[4]q
   cmdline        = "console=ttyS0 no_timer_check"
   disks          = [{ volume_id = drover_volume.disk.id }]
-  placement      = { preferred_hosts = ["alpha"] }
+  placement {
+    preferred_hosts = ["alpha"]
+  }
   timeouts {
     update = "5m"
   }

@@ -177,27 +177,6 @@ func (r *vmResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp 
 					},
 				}},
 			},
-			"cloud_init": schema.SingleNestedAttribute{
-				MarkdownDescription: "A cloud-init NoCloud seed. Drover writes it as an ISO 9660 image " +
-					"to a small volume `<name>-seed` on the storage box, attached as a CD-ROM, so it " +
-					"follows the VM to any host. The guest reads it at boot: changing it restarts a " +
-					"running VM (see `allow_restart`).",
-				Optional: true,
-				Attributes: map[string]schema.Attribute{
-					"user_data": schema.StringAttribute{
-						MarkdownDescription: "The user-data file, such as a `#cloud-config` document.",
-						Optional:            true,
-					},
-					"meta_data": schema.StringAttribute{
-						MarkdownDescription: "The meta-data file; give it an `instance-id`.",
-						Optional:            true,
-					},
-					"network_config": schema.StringAttribute{
-						MarkdownDescription: "The network-config file (optional).",
-						Optional:            true,
-					},
-				},
-			},
 			"kernel": schema.StringAttribute{
 				MarkdownDescription: "Direct kernel boot: the path of a kernel that exists on every host.",
 				Optional:            true,
@@ -235,10 +214,34 @@ func (r *vmResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp 
 				Computed: true,
 				Default:  booldefault.StaticBool(false),
 			},
-			"placement": schema.SingleNestedAttribute{
+		},
+		// cloud_init and placement are blocks: a misspelled key of an object
+		// attribute is dropped without a word, and a VM would boot without
+		// its user data or share a host with its spread group.
+		Blocks: map[string]schema.Block{
+			"cloud_init": schema.SingleNestedBlock{
+				MarkdownDescription: "A cloud-init NoCloud seed. Drover writes it as an ISO 9660 image " +
+					"to a small volume `<name>-seed` on the storage box, attached as a CD-ROM, so it " +
+					"follows the VM to any host. The guest reads it at boot: changing it restarts a " +
+					"running VM (see `allow_restart`).",
+				Attributes: map[string]schema.Attribute{
+					"user_data": schema.StringAttribute{
+						MarkdownDescription: "The user-data file, such as a `#cloud-config` document.",
+						Optional:            true,
+					},
+					"meta_data": schema.StringAttribute{
+						MarkdownDescription: "The meta-data file; give it an `instance-id`.",
+						Optional:            true,
+					},
+					"network_config": schema.StringAttribute{
+						MarkdownDescription: "The network-config file (optional).",
+						Optional:            true,
+					},
+				},
+			},
+			"placement": schema.SingleNestedBlock{
 				MarkdownDescription: "Where the VM may run. Without a pin, a new VM goes where the " +
 					"placement engine ranks best (spread over the hosts).",
-				Optional: true,
 				Attributes: map[string]schema.Attribute{
 					"host": schema.StringAttribute{
 						MarkdownDescription: "Pins the VM to this host of the provider block.",
@@ -255,8 +258,6 @@ func (r *vmResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp 
 					},
 				},
 			},
-		},
-		Blocks: map[string]schema.Block{
 			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true}),
 		},
 	}

@@ -47,20 +47,38 @@ func newVMLab(t *testing.T) vmLab {
 }
 
 // providerBlock is the lab's provider block.
-func (l vmLab) providerBlock() string {
+func (l vmLab) providerBlock() string { return l.providerBlockOf(l.alpha(), l.beta()) }
+
+// providerBlockOf is the lab's provider block with these host blocks.
+func (l vmLab) providerBlockOf(hosts ...string) string {
 	return fmt.Sprintf(`
-provider "drover" {
-  hosts = {
-    alpha = { uri = %q, domain_type = "qemu" }
-    beta  = { uri = %q, domain_type = "qemu" }
-  }
-  storage = {
+provider "drover" {%s
+  storage {
     endpoint = %q
     token    = %q
     portal   = %q
   }
 }
-`, l.info.AlphaURI, l.info.BetaURI, l.info.StorageEndpoint, l.info.StorageToken, l.info.StoragePortal)
+`, strings.Join(hosts, ""), l.info.StorageEndpoint, l.info.StorageToken, l.info.StoragePortal)
+}
+
+// alpha and beta are the lab hosts' blocks, with extra settings such as
+// "maintenance = true".
+func (l vmLab) alpha(extra ...string) string { return labHostBlock("alpha", l.info.AlphaURI, extra...) }
+func (l vmLab) beta(extra ...string) string  { return labHostBlock("beta", l.info.BetaURI, extra...) }
+
+// labHostBlock is a host block of the lab, whose hosts are domain type qemu.
+func labHostBlock(name, uri string, extra ...string) string {
+	b := fmt.Sprintf(`
+  host {
+    name        = %q
+    uri         = %q
+    domain_type = "qemu"
+`, name, uri)
+	for _, e := range extra {
+		b += "    " + e + "\n"
+	}
+	return b + "  }"
 }
 
 // consoleLog is where the lab keeps the serial console of VM name on host.
@@ -264,10 +282,12 @@ resource "drover_vm" "test" {
     { volume_id = drover_volume.boot.id },
     { volume_id = drover_volume.data.id },
   ]
-  cloud_init = {
+  cloud_init {
     meta_data = "instance-id: %s-id\n"
   }
-  placement = { host = "beta" }
+  placement {
+    host = "beta"
+  }
 %s}
 `, c.name, c.vcpus, c.memory, c.max, l.info.GuestKernel, l.info.GuestInitrd, c.running, c.allowRestar, c.name, timeouts)
 }
@@ -516,7 +536,7 @@ func TestAccVMPlanErrors(t *testing.T) {
 		CheckDestroy:             l.checkVMGone([]string{name}, nil),
 		Steps: []resource.TestStep{
 			{
-				Config:      l.providerBlock() + l.smallVM(name, `placement = { host = "gamma" }`),
+				Config:      l.providerBlock() + l.smallVM(name, "  placement {\n    host = \"gamma\"\n  }"),
 				PlanOnly:    true,
 				ExpectError: regexp.MustCompile(`(?s)Unknown host.*"gamma" names no host.*hosts\s+are\s+alpha,\s+beta`),
 			},
@@ -542,7 +562,7 @@ func TestAccVMPlanErrors(t *testing.T) {
 func TestAccVMDefinedOnTwoHosts(t *testing.T) {
 	l := newVMLab(t)
 	name := accName(t, "twice")
-	config := l.providerBlock() + l.smallVM(name, `placement = { host = "alpha" }`)
+	config := l.providerBlock() + l.smallVM(name, "  placement {\n    host = \"alpha\"\n  }")
 	// copyToBeta defines a copy of the VM, same UUID, on beta by hand.
 	copyToBeta := func() {
 		ctx := context.Background()

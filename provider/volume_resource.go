@@ -556,8 +556,8 @@ func (r *volumeResource) hasStorage(diags *diag.Diagnostics) bool {
 // provider block without one.
 func noStorage(what string) diag.Diagnostic {
 	return diag.NewErrorDiagnostic("Storage is not configured",
-		what+" needs the storage target: set storage = { endpoint, token, portal } "+
-			"in the provider \"drover\" block.")
+		what+" needs the storage target: add a storage block with endpoint, token and portal "+
+			"to the provider \"drover\" block.")
 }
 
 // spec converts the model once into what the domain code works with.

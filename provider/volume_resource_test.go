@@ -52,18 +52,15 @@ func newVolumeAcc(t *testing.T) volumeAcc {
 // providerBlock is the provider configured for the lab.
 func (a volumeAcc) providerBlock() string {
 	return fmt.Sprintf(`
-provider "drover" {
-  hosts = {
-    alpha = { uri = %q, domain_type = "qemu" }
-    beta  = { uri = %q, domain_type = "qemu" }
-  }
-  storage = {
+provider "drover" {%s%s
+  storage {
     endpoint = %q
     token    = %q
     portal   = %q
   }
 }
-`, a.info.AlphaURI, a.info.BetaURI, a.info.StorageEndpoint, a.info.StorageToken, a.info.StoragePortal)
+`, labHostBlock("alpha", a.info.AlphaURI), labHostBlock("beta", a.info.BetaURI),
+		a.info.StorageEndpoint, a.info.StorageToken, a.info.StoragePortal)
 }
 
 // uniqueName is a volume name no other test run uses.

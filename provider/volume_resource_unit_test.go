@@ -75,11 +75,11 @@ func newVolumeEnvWith(t *testing.T, hv Hypervisors, hosts []string, withStorage 
 	}
 	server := protocolServer(t, hv)
 	sch := schemas(t, server)
-	hostsCfg := obj{}
+	var hostsCfg []any
 	for _, h := range hosts {
-		hostsCfg[h] = obj{"uri": "test:///" + h}
+		hostsCfg = append(hostsCfg, obj{"name": h, "uri": "test:///" + h})
 	}
-	cfg := obj{"hosts": hostsCfg}
+	cfg := obj{"host": hostsCfg}
 	if withStorage {
 		cfg["storage"] = obj{"endpoint": target.URL, "token": apitest.Token, "portal": "127.0.0.1:3260"}
 	}
@@ -308,7 +308,7 @@ func TestVolumeWithoutStorageNamesTheStorageBlock(t *testing.T) {
 	t.Parallel()
 	env := newVolumeEnv(t, []string{"alpha"}, false)
 	resp := env.plan(t, nil, obj{"name": "a", "size_mib": 1})
-	wantError(t, resp.Diagnostics, nil, "storage = { endpoint, token, portal }", `provider "drover" block`)
+	wantError(t, resp.Diagnostics, nil, "add a storage block with endpoint, token and portal", `provider "drover" block`)
 }
 
 func TestVolumeRefreshOnlyReadsAndAPlanGivesNewHostsAccess(t *testing.T) {

@@ -29,11 +29,17 @@ variable "export_path" {
 }
 
 provider "drover" {
-  hosts = {
-    alpha = { uri = var.alpha_uri, domain_type = "qemu" }
-    beta  = { uri = var.beta_uri, domain_type = "qemu" }
+  host {
+    name        = "alpha"
+    uri         = var.alpha_uri
+    domain_type = "qemu"
   }
-  storage = {
+  host {
+    name        = "beta"
+    uri         = var.beta_uri
+    domain_type = "qemu"
+  }
+  storage {
     endpoint = var.storage_endpoint
     token    = var.storage_token
     portal   = var.storage_portal
@@ -63,7 +69,9 @@ resource "drover_vm" "app" {
     { volume_id = drover_volume.app_root.id },
     { volume_id = drover_volume.app_data.id },
   ]
-  placement = { host = "alpha" }
+  placement {
+    host = "alpha"
+  }
 }
 
 # Both disks cut at one instant, the definition kept with them. Setting
@@ -90,7 +98,9 @@ resource "drover_vm" "restored" {
   initrd     = var.guest_initrd
   cmdline    = "console=ttyS0 no_timer_check"
   disks      = [for v in drover_volume.restored : { volume_id = v.id }]
-  placement  = { host = "beta" }
+  placement {
+    host = "beta"
+  }
 }
 
 data "drover_backups" "app" {

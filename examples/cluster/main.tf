@@ -37,11 +37,18 @@ variable "alpha_maintenance" {
 }
 
 provider "drover" {
-  hosts = {
-    alpha = { uri = var.alpha_uri, domain_type = "qemu", maintenance = var.alpha_maintenance }
-    beta  = { uri = var.beta_uri, domain_type = "qemu" }
+  host {
+    name        = "alpha"
+    uri         = var.alpha_uri
+    domain_type = "qemu"
+    maintenance = var.alpha_maintenance
   }
-  storage = {
+  host {
+    name        = "beta"
+    uri         = var.beta_uri
+    domain_type = "qemu"
+  }
+  storage {
     endpoint = var.storage_endpoint
     token    = var.storage_token
     portal   = var.storage_portal
@@ -76,7 +83,7 @@ resource "drover_vm" "vm" {
   initrd     = var.guest_initrd
   cmdline    = "console=ttyS0 no_timer_check"
   disks      = [{ volume_id = drover_volume.disk[each.key].id }]
-  placement = {
+  placement {
     preferred_hosts = each.value.preferred_hosts
     spread_group    = var.spread ? each.value.spread_group : null
   }

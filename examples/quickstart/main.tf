@@ -21,11 +21,17 @@ variable "storage_token" {
 }
 
 provider "drover" {
-  hosts = {
-    alpha = { uri = var.alpha_uri, domain_type = "qemu" }
-    beta  = { uri = var.beta_uri, domain_type = "qemu" }
+  host {
+    name        = "alpha"
+    uri         = var.alpha_uri
+    domain_type = "qemu"
   }
-  storage = {
+  host {
+    name        = "beta"
+    uri         = var.beta_uri
+    domain_type = "qemu"
+  }
+  storage {
     endpoint = var.storage_endpoint
     token    = var.storage_token
     portal   = var.storage_portal
@@ -61,10 +67,13 @@ resource "drover_vm" "web1" {
   disks      = [{ volume_id = drover_volume.web1.id }]
   # "lab" is the lab hosts' isolated network: no traffic leaves the machine.
   network_interfaces = [{ network = "lab" }]
-  cloud_init = {
+  cloud_init {
     meta_data = "instance-id: web1\nlocal-hostname: web1\n"
   }
-  placement = { host = "alpha", spread_group = "web" }
+  placement {
+    host         = "alpha"
+    spread_group = "web"
+  }
 }
 
 resource "drover_vm" "web2" {
@@ -77,12 +86,15 @@ resource "drover_vm" "web2" {
   disks      = [{ volume_id = drover_volume.web2.id }]
   # "lab" is the lab hosts' isolated network: no traffic leaves the machine.
   network_interfaces = [{ network = "lab" }]
-  cloud_init = {
+  cloud_init {
     meta_data = "instance-id: web2\nlocal-hostname: web2\n"
   }
   # No two VMs of the group "web" ever share a host. Without the pin the
   # placement engine would choose; the pin keeps the demo's layout fixed.
-  placement = { host = "beta", spread_group = "web" }
+  placement {
+    host         = "beta"
+    spread_group = "web"
+  }
 }
 
 locals {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -197,4 +198,60 @@ func TestAFailedMoveSaysTheVMIsStillOnItsSource(t *testing.T) {
 	wantErr(t, err, "move VM web from alpha to beta (pin changed)", "connection to beta lost",
 		"It is still running on alpha; nothing was moved")
 	e.wantOn(t, "web", "alpha")
+}
+
+// recordingMigrator records the options of every move and then fails it,
+// as failingMigrator does: the test driver cannot migrate to an address.
+type recordingMigrator struct {
+	Migrator
+	mu   sync.Mutex
+	opts map[string]hypervisor.MigrateOptions // by destination URI; guarded by mu
+}
+
+func (r *recordingMigrator) Move(_ context.Context, _, _, to string, opts hypervisor.MigrateOptions) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opts[to] = opts
+	return false, errors.New("recorded")
+}
+
+func TestAMoveSendsTheVMToItsDestinationsMigrationAddress(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, address string
+	}{
+		{"a destination with a migration address gets it", "192.0.2.7"},
+		{"a destination without one leaves it to libvirt", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, false, func(c *Config) {
+				for i := range c.Hosts {
+					if c.Hosts[i].Name == "beta" {
+						c.Hosts[i].MigrationAddress = tt.address
+					} else {
+						c.Hosts[i].MigrationAddress = "192.0.2.1"
+					}
+				}
+			})
+			ctx := context.Background()
+			spec := e.pinned(t, VMSpec{VM: vm("web", 256), Running: true}, "alpha", true)
+			want := spec
+			want.VM.Placement.Host = "beta"
+			rec := &recordingMigrator{Migrator: e.hosts, opts: map[string]hypervisor.MigrateOptions{}}
+			e.c.hosts.Migrator = rec
+			_, err := e.c.Update(ctx, spec, want, "beta", time.Second)
+			wantErr(t, err, "move VM web from alpha to beta", "recorded")
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			opts, ok := rec.opts[e.uri["beta"]]
+			if !ok {
+				t.Fatalf("no move to beta was asked for (moves: %v)", rec.opts)
+			}
+			if opts.Address != tt.address {
+				t.Errorf("the move to beta was sent to address %q, want %q", opts.Address, tt.address)
+			}
+		})
+	}
 }

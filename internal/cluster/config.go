@@ -20,13 +20,24 @@ type PlacementConfig struct {
 	// MigrationsPerHost bounds the moves a host takes part in at once, as
 	// source or destination.
 	MigrationsPerHost int
+	// StrictSpread never lets two VMs of a spread group share a host, not
+	// even while hosts are out of service. Sharing is not implemented yet,
+	// so today every spread is strict whatever this says.
+	StrictSpread bool
 }
 
 // HostConfig is one configured host.
 type HostConfig struct {
-	Name              string
-	URI               string
-	Maintenance       bool
+	Name        string
+	URI         string
+	Maintenance bool
+	// Failed declares the host dead or cut off. Recovering from it is not
+	// implemented yet: the provider refuses a configuration that sets it.
+	Failed bool
+	// MigrationAddress is where other hosts send this host a VM's memory
+	// when it is the destination of a live migration; empty: libvirt's
+	// choice (the host's name as it resolves).
+	MigrationAddress  string
 	ReservedMemoryMiB int64
 	CPUOvercommit     float64
 	MemoryOvercommit  float64

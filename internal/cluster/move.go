@@ -40,7 +40,8 @@ func (c *Cluster) move(ctx context.Context, loc hypervisor.Location, cur hypervi
 	defer release()
 	c.log.Info(ctx, "moving VM", fields)
 	start := time.Now()
-	opts := hypervisor.MigrateOptions{Initiator: initiator, ProgressEvery: moveProgressEvery,
+	opts := hypervisor.MigrateOptions{Initiator: initiator, Address: dst.Config.MigrationAddress,
+		ProgressEvery: moveProgressEvery,
 		Progress: func(p hypervisor.MigrationProgress) {
 			c.log.Info(ctx, "still moving VM", progressFields(cur.Name, dst.Config.Name, p))
 		}}

@@ -24,7 +24,7 @@ type Info struct {
 	GuestInitrd     string `json:"guest_initrd"`
 }
 
-// HostURIs returns the lab's hosts by name, as the provider's hosts map names them.
+// HostURIs returns the lab's hosts by name, as the provider's host blocks name them.
 func (i Info) HostURIs() map[string]string {
 	return map[string]string{"alpha": i.AlphaURI, "beta": i.BetaURI}
 }

@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,14 +76,19 @@ type Client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
+	// roots, when set, are the only CAs trusted for the target's TLS
+	// certificate (WithCAFile); nil: the system's.
+	roots *x509.CertPool
 }
 
 // Option tunes a Client.
-type Option func(*Client)
+type Option func(*Client) error
 
-// WithHTTPClient replaces the default http.Client (for custom TLS roots,
-// proxies, or tests).
-func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+// WithHTTPClient replaces the default http.Client (for proxies or tests);
+// it takes precedence over WithCAFile.
+func WithHTTPClient(h *http.Client) Option {
+	return func(c *Client) error { c.http = h; return nil }
+}
 
 // New returns a client of the API at endpoint (e.g.
 // "https://storage.lan:3261") that authenticates with token.
@@ -94,9 +100,14 @@ func New(endpoint, token string, opts ...Option) (*Client, error) {
 	if token == "" {
 		return nil, errors.New("storage token is empty: set it from the target's --token-file")
 	}
-	c := &Client{base: u, token: token, http: &http.Client{}}
+	c := &Client{base: u, token: token}
 	for _, o := range opts {
-		o(c)
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
+	if c.http == nil {
+		c.http = &http.Client{Transport: newTransport(c.roots)}
 	}
 	return c, nil
 }

@@ -14,7 +14,7 @@ resource "drover_vm" "web1" {
 
   network_interfaces = [{ bridge = "br0" }]
 
-  cloud_init = {
+  cloud_init {
     meta_data = "instance-id: web1\nlocal-hostname: web1\n"
     user_data = <<-EOT
       #cloud-config
@@ -24,7 +24,7 @@ resource "drover_vm" "web1" {
   }
 
   # No two VMs of the group "web" run on the same host; web1 prefers alpha.
-  placement = {
+  placement {
     preferred_hosts = ["alpha"]
     spread_group    = "web"
   }
