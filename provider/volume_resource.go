@@ -640,6 +640,12 @@ func createVolume(ctx context.Context, c *storage.Client, spec volumeSpec, acces
 		req.Source = &wire.Source{Volume: src.Volume}
 	case src.Snapshot != "":
 		req.Source = &wire.Source{Snapshot: src.Snapshot}
+		// A snapshot cut by copy-before-write (no reflinks on the storage
+		// box) can be restored once it is copied: wait for it, within the
+		// resource's timeouts, as drover_backup does.
+		if _, err := c.WaitSnapshot(ctx, src.Snapshot); err != nil {
+			return wire.Volume{}, fmt.Errorf("create volume %q from snapshot %s: %w", spec.Name, src.Snapshot, err)
+		}
 	case src.File != "":
 		var err error
 		if image, err = storage.InspectImageFile(src.File); err != nil {
