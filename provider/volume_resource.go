@@ -149,7 +149,8 @@ func (r *volumeResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 					},
 					"snapshot_id": schema.StringAttribute{
 						MarkdownDescription: "Restore this snapshot, such as one of a `drover_backup`'s " +
-							"`disks[*].snapshot_id`.",
+							"`disks[*].snapshot_id`. A snapshot the storage box is still copying (copy-before-write, " +
+							"on a filesystem without reflinks) is waited for, within the create timeout.",
 						Optional: true,
 					},
 					"file": schema.StringAttribute{
