@@ -17,7 +17,7 @@ import (
 	"github.com/drover/terraform-provider-drover/target/server"
 )
 
-// admin runs `volume`, `snapshot`, `snapshot-set` and `session` subcommands
+// admin runs `volume`, `snapshot`, `snapshot-set`, `session` and `fence` subcommands
 // against the API: it reads the flags and the token, then dispatches the
 // verb to its function in adminCommands.
 func admin(ctx context.Context, noun string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -86,6 +86,9 @@ var adminCommands = map[string]adminCmd{
 	"snapshot-set label": {"ID KEY=VALUE... (the set's new labels, all of them)", 2, true, setLabel},
 	"snapshot-set rm":    {"ID", 1, false, setRemove},
 	"session ls":         {"no arguments", 0, false, sessionList},
+	"fence ls":           {"no arguments", 0, false, fenceList},
+	"fence add":          {"INITIATOR REASON... (why it is fenced)", 2, true, fenceAdd},
+	"fence rm":           {"INITIATOR", 1, false, fenceRemove},
 }
 
 // adminCall is one run of a command: the client, the arguments, the flags
@@ -261,6 +264,35 @@ func sessionList(ctx context.Context, a adminCall) error {
 	for _, s := range ss {
 		fmt.Fprintf(a.out, "%s\t%s\t%s\t%s\n", s.Volume, s.Initiator, s.RemoteAddr, s.Since.Format(time.RFC3339))
 	}
+	return nil
+}
+
+func fenceList(ctx context.Context, a adminCall) error {
+	fs, err := a.c.Fences(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out, "INITIATOR\tSINCE\tREASON")
+	for _, f := range fs {
+		fmt.Fprintf(a.out, "%s\t%s\t%s\n", f.Initiator, f.CreatedAt.Format(time.RFC3339), f.Reason)
+	}
+	return nil
+}
+
+func fenceAdd(ctx context.Context, a adminCall) error {
+	f, err := a.c.Fence(ctx, a.pos[0], strings.Join(a.pos[1:], " "))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "fenced %s: its sessions are closed and its logins refused until `fence rm`\n", f.Initiator)
+	return nil
+}
+
+func fenceRemove(ctx context.Context, a adminCall) error {
+	if err := a.c.Unfence(ctx, a.pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "lifted the fence of %s\n", a.pos[0])
 	return nil
 }
 

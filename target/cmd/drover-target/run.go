@@ -41,6 +41,9 @@ Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the toke
   drover-target snapshot-set label ID KEY=VALUE...
   drover-target snapshot-set rm ID
   drover-target session ls
+  drover-target fence ls
+  drover-target fence add INITIATOR REASON...
+  drover-target fence rm INITIATOR
 
   drover-target version
 `
@@ -55,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
-	case "volume", "snapshot", "snapshot-set", "session":
+	case "volume", "snapshot", "snapshot-set", "session", "fence":
 		return admin(ctx, args[0], args[1:], getenv, stdout, stderr)
 	case "version":
 		return printVersion(stdout)

@@ -41,7 +41,7 @@ func mustCLI(t *testing.T, srv *apitest.Server, args ...string) string {
 	return out
 }
 
-func TestTheAdminCLIManagesVolumesSnapshotsAndSessions(t *testing.T) {
+func TestTheAdminCLIManagesVolumesSnapshotsSessionsAndFences(t *testing.T) {
 	t.Parallel()
 	srv := apitest.New(t)
 	out := mustCLI(t, srv, "volume", "create", "web-1", "16", "--initiator", "iqn.2000-01.lab:alpha")
@@ -70,6 +70,23 @@ func TestTheAdminCLIManagesVolumesSnapshotsAndSessions(t *testing.T) {
 	if out := mustCLI(t, srv, "session", "ls"); !strings.Contains(out, "iqn.2000-01.lab:alpha") {
 		t.Errorf("session ls output = %q, want alpha's session", out)
 	}
+	if out := mustCLI(t, srv, "fence", "add", "iqn.2000-01.lab:alpha", "host", "alpha", "declared", "failed"); !strings.Contains(out, "fenced iqn.2000-01.lab:alpha") {
+		t.Errorf("fence add output = %q", out)
+	}
+	if out := mustCLI(t, srv, "fence", "ls"); !strings.Contains(out, "iqn.2000-01.lab:alpha") || !strings.Contains(out, "host alpha declared failed") {
+		t.Errorf("fence ls output = %q, want alpha with its reason", out)
+	}
+	if out := mustCLI(t, srv, "session", "ls"); strings.Contains(out, "iqn.2000-01.lab:alpha") {
+		t.Errorf("session ls after the fence = %q, want alpha's session gone", out)
+	}
+	if out, err := cli(t, srv, "fence", "add", "alpha", "no", "iqn"); err == nil {
+		t.Errorf("fence add of a name that is no iSCSI name succeeded: %q", out)
+	}
+	mustCLI(t, srv, "fence", "rm", "iqn.2000-01.lab:alpha")
+	if out := mustCLI(t, srv, "fence", "ls"); strings.Contains(out, "iqn.2000-01.lab:alpha") {
+		t.Errorf("fence ls after rm = %q, want no fence", out)
+	}
+	srv.Exporter.AddSession(wire.Session{Volume: "web-1", Initiator: "iqn.2000-01.lab:alpha", RemoteAddr: "127.0.0.2:9", Since: time.Now()})
 	if out, err := cli(t, srv, "volume", "rm", "web-1"); err == nil || !strings.Contains(err.Error(), "force=true") {
 		t.Errorf("volume rm of a volume in use: %v (output %q), want a refusal mentioning force", err, out)
 	}
