@@ -82,11 +82,21 @@ func (m providerModel) config(ctx context.Context) (config, diag.Diagnostics) {
 		return cfg, append(diags, d...)
 	}
 	cfg.Storage, d = m.storageConfig(ctx)
-	return cfg, append(diags, d...)
+	diags = append(diags, d...)
+	if cfg.Storage == nil && !d.HasError() {
+		for i, h := range cfg.Hosts {
+			if h.Failed {
+				diags.AddAttributeError(path.Root("host").AtListIndex(i).AtName("failed"), "A failed host needs a storage box",
+					fmt.Sprintf("Host %s: failed = true fences the host at the storage box before its VMs restart "+
+						"elsewhere, and the provider block has no storage block. Add the storage block, or, to move the "+
+						"VMs of a host that answers, set maintenance = true instead.", h.Name))
+			}
+		}
+	}
+	return cfg, diags
 }
 
-// hostsConfig converts the host blocks, sorted by name. A host declared
-// failed is refused until recovering from a failed host is implemented.
+// hostsConfig converts the host blocks, sorted by name.
 func (m providerModel) hostsConfig(ctx context.Context) ([]cluster.HostConfig, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	if m.Hosts.IsUnknown() {
@@ -105,13 +115,6 @@ func (m providerModel) hostsConfig(ctx context.Context) ([]cluster.HostConfig, d
 		if hm.unknown() {
 			diags.AddAttributeError(at, "Host settings are unknown",
 				fmt.Sprintf("The settings of host block %d (%s) must be known when planning.", i+1, hm.Name.ValueString()))
-			continue
-		}
-		if hm.Failed.ValueBool() {
-			diags.AddAttributeError(at.AtName("failed"), "Failed hosts are not supported yet",
-				fmt.Sprintf("Host %s: failed = true (fencing the host and restarting its VMs elsewhere) "+
-					"is not supported yet. To move the VMs of a host that answers, set maintenance = true instead.",
-					hm.Name.ValueString()))
 			continue
 		}
 		out = append(out, hm.hostConfig())

@@ -207,21 +207,24 @@ func TestConfigCAFile(t *testing.T) {
 	}
 }
 
-func TestConfigRefusesAFailedHostNamingIt(t *testing.T) {
+func TestConfigRefusesAFailedHostWithoutStorageNamingIt(t *testing.T) {
 	t.Parallel()
 	beta := uriOnly("beta", "qemu:///b")
 	beta.Failed = types.BoolValue(true)
 	m := providerModel{Hosts: hostsValue(t, uriOnly("alpha", "qemu:///a"), beta), Storage: storageValue(t, nil)}
-	_, diags := m.config(context.Background())
+	cfg, diags := m.config(context.Background())
 	if len(diags) != 1 || !diags.HasError() {
 		t.Fatalf("got %v, want one error", diags)
 	}
 	d := diags[0]
-	if !strings.Contains(d.Summary(), "not supported yet") || !strings.Contains(d.Detail(), "Host beta") {
-		t.Errorf("got %q: %q, want failed hosts named not supported yet, and host beta named", d.Summary(), d.Detail())
+	if !strings.Contains(d.Summary(), "needs a storage box") || !strings.Contains(d.Detail(), "Host beta") {
+		t.Errorf("got %q: %q, want the storage box asked for, and host beta named", d.Summary(), d.Detail())
 	}
 	if at, want := diagPath(d), path.Root("host").AtListIndex(1).AtName("failed"); !at.Equal(want) {
 		t.Errorf("the error points at %q, want %q", at, want)
+	}
+	if h, ok := cfg.cluster().Host("beta"); !ok || !h.Failed {
+		t.Errorf("beta = %+v, want it declared failed", h)
 	}
 }
 

@@ -32,6 +32,8 @@ type hostStateModel struct {
 	URI                types.String `tfsdk:"uri"`
 	Reachable          types.Bool   `tfsdk:"reachable"`
 	Maintenance        types.Bool   `tfsdk:"maintenance"`
+	Failed             types.Bool   `tfsdk:"failed"`
+	Fenced             types.Bool   `tfsdk:"fenced"`
 	CPUs               types.Int64  `tfsdk:"cpus"`
 	MemoryMiB          types.Int64  `tfsdk:"memory_mib"`
 	CommittedMemoryMiB types.Int64  `tfsdk:"committed_memory_mib"`
@@ -67,6 +69,17 @@ func (d *hostsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, 
 						"maintenance": schema.BoolAttribute{
 							MarkdownDescription: "Whether the host is in maintenance, as the provider block says.",
 							Computed:            true,
+						},
+						"failed": schema.BoolAttribute{
+							MarkdownDescription: "Whether the host is declared failed, as the provider block says.",
+							Computed:            true,
+						},
+						"fenced": schema.BoolAttribute{
+							MarkdownDescription: "Whether the storage box shuts the host's initiator out of every " +
+								"volume: from the first apply that declares it failed until its stale copies of VMs " +
+								"are removed after it is back. Null when the storage box could not be asked, or " +
+								"without storage.",
+							Computed: true,
 						},
 						"cpus": schema.Int64Attribute{
 							MarkdownDescription: "The host's logical CPUs.",
@@ -123,6 +136,9 @@ func (d *hostsDataSource) Read(ctx context.Context, _ datasource.ReadRequest, re
 	// host costs its own timeout, not one per host, and free memory is what
 	// placement counts.
 	view := d.data.cluster.Survey(ctx)
+	if view.FencesErr != nil {
+		resp.Diagnostics.AddWarning("Fences unknown", fmt.Sprintf("%v. Every host is reported with fenced = null.", view.FencesErr))
+	}
 	state := hostsDataSourceModel{Hosts: make(map[string]hostStateModel, len(view.Hosts))}
 	for _, h := range view.Hosts {
 		name, uri := h.Config.Name, h.Config.URI
@@ -130,10 +146,15 @@ func (d *hostsDataSource) Read(ctx context.Context, _ datasource.ReadRequest, re
 			URI:                types.StringValue(uri),
 			Reachable:          types.BoolValue(h.Err == nil),
 			Maintenance:        types.BoolValue(h.Config.Maintenance),
+			Failed:             types.BoolValue(h.Config.Failed),
+			Fenced:             types.BoolNull(),
 			CPUs:               types.Int64Null(),
 			MemoryMiB:          types.Int64Null(),
 			CommittedMemoryMiB: types.Int64Null(),
 			FreeMemoryMiB:      types.Int64Null(),
+		}
+		if d.data.storage != nil && view.FencesErr == nil {
+			s.Fenced = types.BoolValue(h.Fenced)
 		}
 		if err := h.Err; err != nil {
 			resp.Diagnostics.AddWarning(fmt.Sprintf("Host %s is unreachable", name),

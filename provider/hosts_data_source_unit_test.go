@@ -117,19 +117,19 @@ func TestHostsDataSourceWithoutLab(t *testing.T) {
 	}
 	want := obj{
 		"default": obj{
-			"uri": defaultURI, "reachable": true, "maintenance": false,
+			"uri": defaultURI, "reachable": true, "maintenance": false, "failed": false, "fenced": nil,
 			"cpus": int64(def.CPUs), "memory_mib": def.MemoryMiB,
 			"committed_memory_mib": committed(def),
 			"free_memory_mib":      max(0, int64(float64(def.MemoryMiB-1024)*1.5)-committed(def)),
 			"vms":                  names(def),
 		},
 		"empty": obj{
-			"uri": emptyURI, "reachable": true, "maintenance": true,
+			"uri": emptyURI, "reachable": true, "maintenance": true, "failed": false, "fenced": nil,
 			"cpus": int64(empty.CPUs), "memory_mib": empty.MemoryMiB, "committed_memory_mib": int64(0),
 			"free_memory_mib": empty.MemoryMiB - 512, "vms": []any{},
 		},
 		"gone": obj{
-			"uri": goneURI, "reachable": false, "maintenance": false,
+			"uri": goneURI, "reachable": false, "maintenance": false, "failed": false, "fenced": nil,
 			"cpus": nil, "memory_mib": nil, "committed_memory_mib": nil, "free_memory_mib": nil, "vms": nil,
 		},
 	}

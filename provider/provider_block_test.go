@@ -107,7 +107,7 @@ resource "drover_volume" "restored" {
 provider "drover" {` + hosts + hosts + `}
 data "drover_hosts" "all" {}
 `, `both\s+named\s+"alpha"`},
-		{"a host declared failed, which is not supported yet", `
+		{"a host declared failed without a storage box to fence it", `
 provider "drover" {
   host {
     name   = "alpha"
@@ -116,7 +116,7 @@ provider "drover" {
   }
 }
 data "drover_hosts" "all" {}
-`, `(?s)not supported yet.*Host\s+alpha:\s+failed\s+=\s+true`},
+`, `(?s)A failed host needs a storage box.*Host\s+alpha:\s+failed\s+=\s+true`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/drover/terraform-provider-drover/internal/cluster"
+	"github.com/drover/terraform-provider-drover/internal/placement"
 	"github.com/drover/terraform-provider-drover/internal/storage"
 )
 
@@ -53,7 +54,8 @@ func (r *vmResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequ
 	if prior == nil {
 		resp.Diagnostics.Append(r.planNew(ctx, &plan, want)...)
 	} else {
-		resp.Diagnostics.Append(r.planChange(ctx, *prior, &plan, want)...)
+		unchanged := req.Plan.Raw.Equal(req.State.Raw)
+		resp.Diagnostics.Append(r.planChange(ctx, *prior, &plan, want, unchanged)...)
 	}
 	if resp.Diagnostics.HasError() {
 		return
@@ -138,10 +140,12 @@ func (r *vmResource) planNew(ctx context.Context, plan *vmModel, want cluster.VM
 	if !known(plan.MemoryMiB) || !known(plan.MaxMemoryMiB) || !known(plan.VCPUs) || !known(plan.Placement) {
 		return diags
 	}
-	if err := r.cluster.PlanNew(ctx, want.VM); err != nil {
+	planned, err := r.cluster.PlanNew(ctx, want.VM)
+	if err != nil {
 		diags.Append(planError(want.VM.Name, err, "")...)
 		return diags
 	}
+	diags.Append(warnings(planned.Warnings)...)
 	if pin := want.VM.Placement.Host; pin != "" {
 		plan.Host = types.StringValue(pin)
 	}
@@ -155,12 +159,15 @@ func planError(vm string, err error, more string) diag.Diagnostics {
 		diags    diag.Diagnostics
 		tooLarge *cluster.TooLargeError
 		twice    *cluster.DefinedTwiceError
+		full     *cluster.PlanFullError
 	)
 	switch {
 	case errors.As(err, &tooLarge):
 		diags.AddAttributeError(path.Root("memory_mib"), "Memory too large", fmt.Sprintf("VM %s: %s.", vm, err))
 	case errors.As(err, &twice):
 		diags.AddError("Unable to plan VM", err.Error())
+	case errors.As(err, &full):
+		diags.AddError("The VMs of this plan do not fit", fmt.Sprintf("VM %s: %s.", vm, err))
 	default:
 		diags.AddError("Unable to place VM", fmt.Sprintf("VM %s: %s.%s", vm, err, more))
 	}
@@ -172,7 +179,7 @@ func planError(vm string, err error, more string) diag.Diagnostics {
 // chooses at apply time) and a warning says why and where; when the cluster
 // cannot meet the invariants, the plan fails before anything moves. It also
 // checks changes that need a restart against allow_restart.
-func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmModel, want cluster.VMSpec) diag.Diagnostics {
+func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmModel, want cluster.VMSpec, unchanged bool) diag.Diagnostics {
 	var diags diag.Diagnostics
 	had, d := prior.spec(ctx)
 	diags.Append(d...)
@@ -180,7 +187,7 @@ func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmMode
 		return diags
 	}
 	if known(plan.MaxMemoryMiB) && known(plan.VCPUs) && known(plan.Placement) {
-		diags.Append(r.planMove(ctx, plan, want, had)...)
+		diags.Append(r.planMove(ctx, prior, plan, want, had, unchanged)...)
 		if diags.HasError() {
 			return diags
 		}
@@ -209,14 +216,38 @@ func (r *vmResource) planChange(ctx context.Context, prior vmModel, plan *vmMode
 	return diags
 }
 
-// planMove decides, with the whole cluster, whether the existing VM moves.
-func (r *vmResource) planMove(ctx context.Context, plan *vmModel, want, had cluster.VMSpec) diag.Diagnostics {
+// planMove decides, with the whole cluster, whether the existing VM moves:
+// because its host is in maintenance or declared failed, for its pin, its
+// size, its spread group or failback; or whether the apply removes its
+// stale copies on a host that is back. A VM on a host that does not answer
+// keeps its state, and a change to it fails the plan.
+func (r *vmResource) planMove(ctx context.Context, prior vmModel, plan *vmModel, want, had cluster.VMSpec, unchanged bool) diag.Diagnostics {
 	var diags diag.Diagnostics
-	mv, err := r.cluster.PlanChange(ctx, want.VM, had.VM)
+	last := prior.Host.ValueString()
+	mv, err := r.cluster.PlanChange(ctx, want.VM, had.VM, last)
 	if err != nil {
 		return planError(want.VM.Name, err, " Nothing was moved.")
 	}
-	if !mv.Found || !mv.Moves() {
+	diags.Append(warnings(mv.Warnings)...)
+	if !mv.Found {
+		if hc, ok := r.cfg.cluster().Host(last); ok && !hc.Failed && !unchanged && r.cluster.HostAnswers(ctx, last) != nil {
+			diags.AddError("VM is on a host that does not answer",
+				fmt.Sprintf("VM %s was last seen on host %s, which does not answer, so its change cannot be made. "+
+					"Wait until %s answers again and plan again, or, if it is dead or cut off, declare it failed "+
+					"(failed = true in its host block): the host is then fenced at the storage box and its VMs "+
+					"restart on other hosts.", want.VM.Name, last, last))
+		}
+		return diags
+	}
+	if !mv.Moves() && len(mv.Stale) > 0 {
+		plan.Host = types.StringUnknown()
+		diags.AddWarning(fmt.Sprintf("VM %s: stale copies are removed", want.VM.Name),
+			fmt.Sprintf("VM %s runs on %s; its copy on %s, left from when that host was declared failed, is "+
+				"destroyed and undefined by the apply, and only then is the host's fence at the storage box lifted.",
+				want.VM.Name, mv.Host, strings.Join(mv.Stale, " and ")))
+		return diags
+	}
+	if !mv.Moves() {
 		return diags
 	}
 	if pin := want.VM.Placement.Host; pin != "" && pin == mv.Host {
@@ -224,7 +255,20 @@ func (r *vmResource) planMove(ctx context.Context, plan *vmModel, want, had clus
 	} else {
 		plan.Host = types.StringUnknown()
 	}
-	diags.AddWarning(fmt.Sprintf("VM %s will move", want.VM.Name), mv.Warning(want.VM.Placement.SpreadGroup))
+	title := fmt.Sprintf("VM %s will move", want.VM.Name)
+	if mv.Reason == placement.HostFailed {
+		title = fmt.Sprintf("VM %s restarts on another host", want.VM.Name)
+	}
+	diags.AddWarning(title, mv.Warning(want.VM.Placement.SpreadGroup))
+	return diags
+}
+
+// warnings are the cluster's plan warnings as diagnostics.
+func warnings(ws []string) diag.Diagnostics {
+	var diags diag.Diagnostics
+	for _, w := range ws {
+		diags.AddWarning("Placement", w)
+	}
 	return diags
 }
 

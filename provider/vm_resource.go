@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -333,6 +334,10 @@ func (r *vmResource) Read(ctx context.Context, req resource.ReadRequest, resp *r
 		id = prior.Name.ValueString()
 	}
 	loc, found, warning, err := r.cluster.Locate(ctx, id)
+	var silent *cluster.NotAnsweredError
+	if errors.As(err, &silent) && r.keepSilent(ctx, prior, resp) {
+		return
+	}
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to read VM", err.Error())
 		return
@@ -376,6 +381,32 @@ func (r *vmResource) Read(ctx context.Context, req resource.ReadRequest, resp *r
 	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
 }
 
+// keepSilent keeps the state of a VM last seen on a host that does not
+// answer, or that is declared failed, with a warning, and tells whether it
+// did: one silent host does not block the cluster.
+func (r *vmResource) keepSilent(ctx context.Context, prior vmModel, resp *resource.ReadResponse) bool {
+	name, last := prior.Name.ValueString(), prior.Host.ValueString()
+	hc, ok := r.cfg.cluster().Host(last)
+	if !ok || prior.ID.ValueString() == "" {
+		return false
+	}
+	switch {
+	case hc.Failed:
+		resp.Diagnostics.AddWarning(fmt.Sprintf("VM %s is on a failed host", name),
+			fmt.Sprintf("VM %s was last seen on host %s, which is declared failed and does not answer. Its state is "+
+				"kept as it was; the plan restarts it on another host.", name, last))
+	case r.cluster.HostAnswers(ctx, last) != nil:
+		resp.Diagnostics.AddWarning(fmt.Sprintf("Host %s does not answer", last),
+			fmt.Sprintf("VM %s was last seen on host %s, which does not answer. Its state is kept as it was; every "+
+				"other VM plans as usual. A change to VM %s cannot be made until %s answers, or until it is declared "+
+				"failed (failed = true in its host block), which restarts its VMs on other hosts.", name, last, name, last))
+	default:
+		return false
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, prior)...)
+	return true
+}
+
 func (r *vmResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
 	var plan, prior vmModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
@@ -399,7 +430,7 @@ func (r *vmResource) Update(ctx context.Context, req resource.UpdateRequest, res
 	if known(plan.Host) {
 		planned = plan.Host.ValueString()
 	}
-	loc, err := r.cluster.Update(ctx, had, want, planned, shutdownGrace(timeout))
+	loc, err := r.cluster.Update(ctx, had, want, planned, prior.Host.ValueString(), shutdownGrace(timeout))
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to update VM", err.Error())
 		// The plan's values (a move's destination, say) did not come

@@ -194,7 +194,7 @@ func TestAFailedMoveSaysTheVMIsStillOnItsSource(t *testing.T) {
 	want := spec
 	want.VM.Placement.Host = "beta"
 	e.c.hosts.Migrator = failingMigrator{e.hosts}
-	_, err := e.c.Update(ctx, spec, want, "beta", time.Second)
+	_, err := e.c.Update(ctx, spec, want, "beta", "alpha", time.Second)
 	wantErr(t, err, "move VM web from alpha to beta (pin changed)", "connection to beta lost",
 		"It is still running on alpha; nothing was moved")
 	e.wantOn(t, "web", "alpha")
@@ -241,7 +241,7 @@ func TestAMoveSendsTheVMToItsDestinationsMigrationAddress(t *testing.T) {
 			want.VM.Placement.Host = "beta"
 			rec := &recordingMigrator{Migrator: e.hosts, opts: map[string]hypervisor.MigrateOptions{}}
 			e.c.hosts.Migrator = rec
-			_, err := e.c.Update(ctx, spec, want, "beta", time.Second)
+			_, err := e.c.Update(ctx, spec, want, "beta", "alpha", time.Second)
 			wantErr(t, err, "move VM web from alpha to beta", "recorded")
 			rec.mu.Lock()
 			defer rec.mu.Unlock()

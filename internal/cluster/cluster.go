@@ -53,6 +53,12 @@ type (
 		Move(ctx context.Context, vm, from, to string, opts hypervisor.MigrateOptions) (live bool, err error)
 		Domain(ctx context.Context, uri, vm string) (hypervisor.Domain, bool, error)
 	}
+	// Remover stops a VM at once, without asking its guest, and
+	// undefines it: for stale copies on a fenced host, which must never run
+	// again.
+	Remover interface {
+		Remove(ctx context.Context, uri, vm string) error
+	}
 	// Quiescer stills a VM for a backup and gives its definition.
 	Quiescer interface {
 		DomainXML(ctx context.Context, uri, vm string) (string, error)
@@ -81,6 +87,15 @@ type (
 		DownloadSnapshot(ctx context.Context, id string) (io.ReadCloser, error)
 		DeleteSnapshot(ctx context.Context, id string) error
 	}
+	// Fencer shuts a host's initiator out of every volume, and lets it
+	// back in (invariant 5).
+	Fencer interface {
+		Fences(ctx context.Context) ([]wire.Fence, error)
+		// Fence returns once no session of the initiator is left.
+		Fence(ctx context.Context, initiator, reason string) (wire.Fence, error)
+		Unfence(ctx context.Context, initiator string) error
+		Sessions(ctx context.Context) ([]wire.Session, error)
+	}
 	// SetStore cuts and keeps snapshot sets, the backups.
 	SetStore interface {
 		CreateSnapshotSet(ctx context.Context, req wire.CreateSnapshotSetRequest) (wire.SnapshotSet, error)
@@ -100,10 +115,12 @@ var (
 	_ LiveChanger = (*hypervisor.Pool)(nil)
 	_ Migrator    = (*hypervisor.Pool)(nil)
 	_ Quiescer    = (*hypervisor.Pool)(nil)
+	_ Remover     = (*hypervisor.Pool)(nil)
 
 	_ VolumeAccess = (*storage.Client)(nil)
 	_ SeedStore    = (*storage.Client)(nil)
 	_ SetStore     = (*storage.Client)(nil)
+	_ Fencer       = (*storage.Client)(nil)
 )
 
 // Hosts are the hypervisor sides the cluster works with, each the small
@@ -116,6 +133,7 @@ type Hosts struct {
 	Changer  LiveChanger
 	Migrator Migrator
 	Quiescer Quiescer
+	Remover  Remover
 }
 
 // HostsOf fills every use that hv serves.
@@ -128,12 +146,14 @@ func HostsOf(hv any) Hosts {
 	h.Changer, _ = hv.(LiveChanger)
 	h.Migrator, _ = hv.(Migrator)
 	h.Quiescer, _ = hv.(Quiescer)
+	h.Remover, _ = hv.(Remover)
 	return h
 }
 
 // RunsVMs tells whether every use that running VMs needs is served.
 func (h Hosts) RunsVMs() bool {
-	return h.Reader != nil && h.Locator != nil && h.Prep != nil && h.Runner != nil && h.Changer != nil && h.Migrator != nil
+	return h.Reader != nil && h.Locator != nil && h.Prep != nil && h.Runner != nil && h.Changer != nil &&
+		h.Migrator != nil && h.Remover != nil
 }
 
 // BacksUp tells whether every use that a backup needs is served.
@@ -145,6 +165,7 @@ type Storage struct {
 	Volumes VolumeAccess
 	Seeds   SeedStore
 	Sets    SetStore
+	Fences  Fencer
 }
 
 // StorageOf fills every use that st serves; a nil st is no storage.
@@ -156,6 +177,7 @@ func StorageOf(st any) Storage {
 	s.Volumes, _ = st.(VolumeAccess)
 	s.Seeds, _ = st.(SeedStore)
 	s.Sets, _ = st.(SetStore)
+	s.Fences, _ = st.(Fencer)
 	return s
 }
 
@@ -186,6 +208,8 @@ type Cluster struct {
 	storage Storage
 	placer  *Placer
 	log     Logger
+	// fencing serializes fencing and readmitting, by host name.
+	fencing keyedMutex
 }
 
 // New returns the cluster of cfg; log may be nil.
@@ -205,7 +229,5 @@ func (c *Cluster) HasStorage() bool { return c.storage.Volumes != nil }
 
 // placementOptions are the options of every placement decision.
 func (c *Cluster) placementOptions() placement.Options {
-	// Strict until the plan warns, per spread group, which VMs share which
-	// hosts (issue 13): the engine can share, the provider does not yet.
-	return placement.Options{Strategy: c.cfg.Placement.Strategy, StrictSpread: true}
+	return placement.Options{Strategy: c.cfg.Placement.Strategy, StrictSpread: c.cfg.Placement.StrictSpread}
 }

@@ -21,8 +21,7 @@ type PlacementConfig struct {
 	// source or destination.
 	MigrationsPerHost int
 	// StrictSpread never lets two VMs of a spread group share a host, not
-	// even while hosts are out of service. Sharing is not implemented yet,
-	// so today every spread is strict whatever this says.
+	// even while hosts are out of service: such a plan fails instead.
 	StrictSpread bool
 }
 
@@ -31,8 +30,8 @@ type HostConfig struct {
 	Name        string
 	URI         string
 	Maintenance bool
-	// Failed declares the host dead or cut off. Recovering from it is not
-	// implemented yet: the provider refuses a configuration that sets it.
+	// Failed declares the host dead or cut off: it is fenced at the
+	// storage box and its VMs restart elsewhere (see recover.go).
 	Failed bool
 	// MigrationAddress is where other hosts send this host a VM's memory
 	// when it is the destination of a live migration; empty: libvirt's

@@ -35,6 +35,12 @@ func testHost(name string, maintenance bool, vms ...testVM) HostView {
 	return h
 }
 
+// failedHost is h declared failed.
+func failedHost(h HostView) HostView {
+	h.Config.Failed = true
+	return h
+}
+
 func TestPlanPlacement(t *testing.T) {
 	t.Parallel()
 	web := hypervisor.Placement{SpreadGroup: "web"}
@@ -46,6 +52,7 @@ func TestPlanPlacement(t *testing.T) {
 		want    placement.Assignment
 		wantErr string
 		unknown bool // the VM is on no host that answered
+		strict  bool // placement.strict_spread
 	}{
 		{
 			name: "a VM with nothing to change stays where it is",
@@ -97,7 +104,40 @@ func TestPlanPlacement(t *testing.T) {
 				testHost("alpha", true, testVM{name: "web1", place: web}),
 				testHost("beta", false, testVM{name: "web2", place: web})}},
 			vm:      hypervisor.VM{Name: "web1", MemoryMiB: 1024, VCPUs: 1, Placement: web},
-			wantErr: `spread group "web" has 2 VMs (web1, web2) but only 1 host out of maintenance (beta)`,
+			strict:  true,
+			wantErr: `spread group "web" has 2 VMs (web1, web2) but only 1 host in service (beta; out of service: alpha), and placement.strict_spread = true`,
+		},
+		{
+			name: "maintenance with a spread group of two on two hosts shares the host left",
+			view: View{Hosts: []HostView{
+				testHost("alpha", true, testVM{name: "web1", place: web}),
+				testHost("beta", false, testVM{name: "web2", place: web})}},
+			vm:   hypervisor.VM{Name: "web1", MemoryMiB: 1024, VCPUs: 1, Placement: web},
+			want: placement.Assignment{VM: "web1", Host: "beta", From: "alpha", Reason: placement.Maintenance, Live: true},
+		},
+		{
+			name: "a spread group larger than the cluster is refused while every host is in service",
+			view: View{Hosts: []HostView{
+				testHost("alpha", false, testVM{name: "web1", place: web}, testVM{name: "web3", place: web}),
+				testHost("beta", false, testVM{name: "web2", place: web})}},
+			vm:      hypervisor.VM{Name: "web1", MemoryMiB: 1024, VCPUs: 1, Placement: web},
+			wantErr: `spread group "web" has 3 VMs (web1, web2, web3) but the cluster has only 2 hosts (alpha, beta), all in service`,
+		},
+		{
+			name: "a VM of a failed host restarts cold on a host in service",
+			view: View{Hosts: []HostView{
+				failedHost(testHost("alpha", false, testVM{name: "a"})),
+				testHost("beta", false)}},
+			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1},
+			want: placement.Assignment{VM: "a", Host: "beta", From: "alpha", Reason: placement.HostFailed},
+		},
+		{
+			name: "a VM pinned to a failed host stays there, down",
+			view: View{Hosts: []HostView{
+				failedHost(testHost("alpha", false, testVM{name: "a", place: hypervisor.Placement{Host: "alpha"}})),
+				testHost("beta", false)}},
+			vm:   hypervisor.VM{Name: "a", MemoryMiB: 1024, VCPUs: 1, Placement: hypervisor.Placement{Host: "alpha"}},
+			want: placement.Assignment{VM: "a", Host: "alpha", From: "alpha", Reason: placement.Stays},
 		},
 		{
 			name: "maintenance with no room elsewhere is refused, naming every host's reason",
@@ -117,8 +157,7 @@ func TestPlanPlacement(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			// As the cluster plans today (placementOptions): strict spread.
-			got, err := tt.view.PlanMove(tt.vm, placement.Options{StrictSpread: true})
+			got, err := tt.view.PlanMove(tt.vm, placement.Options{StrictSpread: tt.strict})
 			switch {
 			case tt.wantErr != "":
 				if err == nil || !strings.Contains(ExplainPlacement(err, ""), tt.wantErr) {

@@ -8,9 +8,62 @@ import (
 )
 
 // Locate finds the VM (by UUID or name) on every configured host (see
-// LocateOn).
+// LocateOn). Copies on fenced hosts are stale when the VM is defined on a
+// host that is not fenced too: they are not where the VM is.
 func (c *Cluster) Locate(ctx context.Context, vm string) (loc hypervisor.Location, found bool, warning string, err error) {
-	return LocateOn(ctx, c.hosts.Locator, c.cfg.HostURIs(), vm)
+	return LocateOn(ctx, fenceAware{c: c, l: c.hosts.Locator}, c.cfg.HostURIs(), vm)
+}
+
+// fenceAware leaves out the stale copies on fenced hosts.
+type fenceAware struct {
+	c *Cluster
+	l Locator
+}
+
+func (f fenceAware) Locate(ctx context.Context, hosts map[string]string, vm string) ([]hypervisor.Location, error) {
+	locs, err := f.l.Locate(ctx, hosts, vm)
+	if len(locs) < 2 {
+		return locs, err
+	}
+	fenced, ferr := f.c.fenced(ctx)
+	if ferr != nil {
+		return locs, err
+	}
+	var live []hypervisor.Location
+	for _, l := range locs {
+		if !fenced[l.Host] {
+			live = append(live, l)
+		}
+	}
+	if len(live) == 0 {
+		return locs, err
+	}
+	return live, err
+}
+
+// NotAnsweredError is a VM found on no host that answered while some did
+// not: it may be on one of those.
+type NotAnsweredError struct {
+	VM  string
+	Err error // names the hosts that did not answer
+}
+
+func (e *NotAnsweredError) Error() string {
+	return fmt.Sprintf("VM %s is on no host that answered, and some did not, so it may be there: %v", e.VM, e.Err)
+}
+
+func (e *NotAnsweredError) Unwrap() error { return e.Err }
+
+// HostAnswers asks the named host for its facts: nil when it answers.
+func (c *Cluster) HostAnswers(ctx context.Context, name string) error {
+	h, ok := c.cfg.Host(name)
+	if !ok {
+		return fmt.Errorf("host %s is not in the provider block", name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, hostReadTimeout)
+	defer cancel()
+	_, err := c.hosts.Reader.Host(ctx, h.URI)
+	return err
 }
 
 // LocateOn finds the VM (by UUID or name) on every host (name → URI). A VM
@@ -32,7 +85,7 @@ func LocateOn(ctx context.Context, l Locator, hosts map[string]string, vm string
 	case len(locs) == 1:
 		return locs[0], true, "", nil
 	case lerr != nil:
-		return loc, false, "", fmt.Errorf("VM %s is on no host that answered, and some did not, so it may be there: %w", vm, lerr)
+		return loc, false, "", &NotAnsweredError{VM: vm, Err: lerr}
 	}
 	return loc, false, "", nil
 }

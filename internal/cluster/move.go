@@ -27,6 +27,9 @@ func (c *Cluster) move(ctx context.Context, loc hypervisor.Location, cur hypervi
 	if err := c.hosts.Prep.CheckNetworks(ctx, dst.Config.URI, cur.NICs); err != nil {
 		return fail(err)
 	}
+	if err := c.readmit(ctx, dst.Config.Name); err != nil {
+		return fail(err)
+	}
 	initiator := hypervisor.HostInitiator(dst.Config.Name)
 	if err := c.letIn(ctx, cur, dst.Config.URI, initiator); err != nil {
 		return fail(err)

@@ -27,6 +27,15 @@ import (
 type Placer struct {
 	mu     sync.Mutex
 	booked map[string]Booking // by VM name; guarded by mu
+	// planned are the VMs this process has planned (created or changed)
+	// and that fit, as they will be, by name; refused are those that did
+	// not fit. Terraform serves one plan per provider process, so these are
+	// one plan's (invariant 6). Guarded by mu.
+	planned map[string]placement.VM
+	refused map[string]bool
+
+	onceMu sync.Mutex
+	said   map[string]bool // warnings said in this process; guarded by onceMu
 
 	perHost int
 	slotsMu sync.Mutex
@@ -42,7 +51,8 @@ type Booking struct {
 }
 
 func NewPlacer(perHost int) *Placer {
-	return &Placer{booked: map[string]Booking{}, perHost: max(perHost, 1), slots: map[string]chan struct{}{}}
+	return &Placer{booked: map[string]Booking{}, planned: map[string]placement.VM{}, refused: map[string]bool{},
+		said: map[string]bool{}, perHost: max(perHost, 1), slots: map[string]chan struct{}{}}
 }
 
 // Decide runs fn under the decision lock with the bookings of the decisions
@@ -67,6 +77,61 @@ func (p *Placer) Decide(fn func(booked map[string]Booking) (*Booking, error)) (d
 		defer p.mu.Unlock()
 		delete(p.booked, name)
 	}), nil
+}
+
+// plannedLocked are the VMs planned so far; the caller runs under Decide.
+func (p *Placer) plannedLocked() map[string]placement.VM {
+	if p == nil {
+		return nil
+	}
+	return maps.Clone(p.planned)
+}
+
+// planLocked counts vm in the plans after it; the caller runs under Decide.
+func (p *Placer) planLocked(vm placement.VM) {
+	if p == nil {
+		return
+	}
+	p.planned[vm.Name] = vm
+	delete(p.refused, vm.Name)
+}
+
+// refuseLocked records that the named VM did not fit; the caller runs
+// under Decide.
+func (p *Placer) refuseLocked(name string) {
+	if p == nil {
+		return
+	}
+	delete(p.planned, name)
+	p.refused[name] = true
+}
+
+// refusedLocked counts the VMs refused so far, the named one included;
+// the caller runs under Decide.
+func (p *Placer) refusedLocked(name string) int {
+	if p == nil {
+		return 1
+	}
+	n := len(p.refused)
+	if !p.refused[name] {
+		n++
+	}
+	return n
+}
+
+// Once tells whether the warning w is said for the first time by this
+// process, so that a plan says each warning once, not once per VM.
+func (p *Placer) Once(w string) bool {
+	if p == nil {
+		return true
+	}
+	p.onceMu.Lock()
+	defer p.onceMu.Unlock()
+	if p.said[w] {
+		return false
+	}
+	p.said[w] = true
+	return true
 }
 
 // MoveSlots waits until each of the hosts has a free move slot, takes one on

@@ -30,6 +30,12 @@ type View struct {
 	// Booked are the decisions under way (see Placer): their VMs count
 	// where they are going, whatever the hosts said.
 	Booked map[string]Booking
+	// Planned are the VMs this plan has created or changed so far (see
+	// Placer.Planned): they count as they will be (invariant 6).
+	Planned map[string]placement.VM
+	// FencesErr is why the storage box could not say which hosts are
+	// fenced; no host counts as fenced then.
+	FencesErr error
 }
 
 // HostView is one configured host as it answered.
@@ -40,12 +46,21 @@ type HostView struct {
 	// VMs are the Drover VMs defined on the host, by domain name; the other
 	// domains count as foreign load.
 	VMs map[string]hypervisor.VM
+	// Fenced is a host whose initiator the storage box shuts out: its
+	// copies of VMs that run elsewhere are stale (see View.Stale).
+	Fenced bool
 }
 
 // Survey asks every configured host, at once (bounded), for its facts and
 // the Drover metadata of its domains. It is the one survey of the hosts.
 func (c *Cluster) Survey(ctx context.Context) View {
-	return Survey(ctx, c.hosts.Reader, c.cfg.Hosts)
+	view := Survey(ctx, c.hosts.Reader, c.cfg.Hosts)
+	fenced, err := c.fenced(ctx)
+	view.FencesErr = err
+	for i := range view.Hosts {
+		view.Hosts[i].Fenced = fenced[view.Hosts[i].Config.Name]
+	}
+	return view
 }
 
 // Survey asks the hosts through r; see Cluster.Survey.
@@ -100,6 +115,7 @@ func (h HostView) placementHost() placement.Host {
 		MemoryOvercommit:  h.Config.MemoryOvercommit,
 		CPUOvercommit:     h.Config.CPUOvercommit,
 		Maintenance:       h.Config.Maintenance,
+		Failed:            h.Config.Failed,
 		DomainTypes:       []string{h.Config.DomainTypeOn(h.Facts)},
 	}
 }
@@ -113,11 +129,18 @@ func (v View) FreeMemoryMiB(host string) int64 {
 
 // PlacementCluster converts the hosts that answered, and the VMs on them,
 // into the placement engine's types. The VM named skip (the one being
-// placed) is left out.
+// placed) is left out. A failed host that did not answer is there too,
+// empty and out of service, so that the VMs last seen on it can leave it.
+// VMs on a failed host leave it cold (its copies are never trusted), and
+// stale copies on a fenced host count as its foreign load only.
 func (v View) PlacementCluster(skip string) placement.Cluster {
 	var out placement.Cluster
+	stale := v.Stale()
 	for _, h := range v.Hosts {
 		if h.Err != nil {
+			if h.Config.Failed {
+				out.Hosts = append(out.Hosts, h.placementHost())
+			}
 			continue
 		}
 		ph := h.placementHost()
@@ -126,7 +149,7 @@ func (v View) PlacementCluster(skip string) placement.Cluster {
 			if _, booked := v.Booked[d.Name]; booked && ours {
 				continue // counted below, where it is going
 			}
-			if !ours {
+			if !ours || stale[h.Config.Name][d.UUID] {
 				ph.ForeignMemoryMiB += d.MaxMemoryMiB
 				ph.ForeignVCPUs += d.VCPUs
 				continue
@@ -137,12 +160,45 @@ func (v View) PlacementCluster(skip string) placement.Cluster {
 			pvm := PlacementVM(vm)
 			pvm.Name = d.Name
 			pvm.MemoryMiB = max(d.MaxMemoryMiB, pvm.MemoryMiB)
-			pvm.Current, pvm.Running, pvm.Fixed = h.Config.Name, d.State.Active(), true
+			pvm.Current, pvm.Running, pvm.Fixed = h.Config.Name, d.State.Active() && !h.Config.Failed, true
 			out.VMs = append(out.VMs, pvm)
 		}
 		out.Hosts = append(out.Hosts, ph)
 	}
 	v.addBooked(&out, skip)
+	return out
+}
+
+// Stale are the copies of VMs on fenced hosts that are also defined on a
+// host that is not fenced, by host name and domain UUID: the VM was
+// restarted elsewhere while its host was cut off, so these copies must
+// never run again (invariants 1 and 5).
+func (v View) Stale() map[string]map[string]bool {
+	live := map[string]bool{} // UUIDs defined on hosts that are not fenced
+	for _, h := range v.Hosts {
+		if h.Fenced {
+			continue
+		}
+		for _, d := range h.Facts.Domains {
+			if _, ours := h.VMs[d.Name]; ours {
+				live[d.UUID] = true
+			}
+		}
+	}
+	out := map[string]map[string]bool{}
+	for _, h := range v.Hosts {
+		if !h.Fenced {
+			continue
+		}
+		for _, d := range h.Facts.Domains {
+			if _, ours := h.VMs[d.Name]; ours && live[d.UUID] {
+				if out[h.Config.Name] == nil {
+					out[h.Config.Name] = map[string]bool{}
+				}
+				out[h.Config.Name][d.UUID] = true
+			}
+		}
+	}
 	return out
 }
 

@@ -39,8 +39,10 @@ func (c *Cluster) Create(ctx context.Context, spec VMSpec) (hypervisor.Location,
 			return nil, fmt.Errorf("another VM named %s is being created or changed by this apply: VM names are unique", spec.VM.Name)
 		}
 		locs, err := c.hosts.Locator.Locate(ctx, c.cfg.HostURIs(), spec.VM.Name)
-		if err != nil {
-			return nil, err
+		if err != nil && len(locs) == 0 {
+			// A host that does not answer blocks no other host: names
+			// are checked again on it when it is back (CheckDefinedOnce).
+			c.log.Warn(ctx, "creating a VM while some hosts do not answer", map[string]any{"vm": spec.VM.Name, "error": err.Error()})
 		}
 		if len(locs) > 0 {
 			return nil, fmt.Errorf("a VM named %s is already defined on %s: import it (terraform import) or choose another name",
@@ -48,6 +50,7 @@ func (c *Cluster) Create(ctx context.Context, spec VMSpec) (hypervisor.Location,
 		}
 		view := c.Survey(ctx)
 		view.Booked = booked
+		view.Planned = c.placer.plannedLocked()
 		name, err := view.ChooseHost(spec.VM, c.placementOptions())
 		if err != nil {
 			return nil, err
@@ -61,6 +64,9 @@ func (c *Cluster) Create(ctx context.Context, spec VMSpec) (hypervisor.Location,
 	defer done()
 	hostName := host.Config.Name
 	c.log.Info(ctx, "placing VM", map[string]any{"vm": spec.VM.Name, "host": hostName})
+	if err := c.readmit(ctx, hostName); err != nil {
+		return loc, err
+	}
 
 	if err := c.resolve(ctx, &spec, host, true); err != nil {
 		return loc, err
@@ -151,14 +157,31 @@ func (c *Cluster) ensureAccess(ctx context.Context, name, initiator string) (wir
 // Where the VM belongs is decided again first, under the placement lock
 // (see decideMove); it moves there first, so that a VM outgrowing its host
 // moves before it grows, and the changes are made on the destination.
-// planned is the host the plan showed ("" when known after apply).
-func (c *Cluster) Update(ctx context.Context, had, want VMSpec, planned string, grace time.Duration) (hypervisor.Location, error) {
+// planned is the host the plan showed ("" when known after apply);
+// lastHost is where the state last saw the VM.
+//
+// A VM whose host is declared failed restarts elsewhere, cold, after the
+// host is fenced (see recover.go); a VM with stale copies on a fenced host
+// that is back has them removed, and the host's fence lifted, first.
+func (c *Cluster) Update(ctx context.Context, had, want VMSpec, planned, lastHost string, grace time.Duration) (hypervisor.Location, error) {
 	loc, found, _, err := c.Locate(ctx, had.VM.UUID)
-	if err != nil {
+	var silent *NotAnsweredError
+	last, _ := c.cfg.Host(lastHost)
+	switch {
+	case errors.As(err, &silent) && last.Failed:
+		want.VM.UUID = had.VM.UUID
+		return c.restartElsewhere(ctx, want, lastHost, nil)
+	case err != nil:
 		return loc, err
-	}
-	if !found {
+	case !found:
 		return loc, fmt.Errorf("VM %s (%s) is on no host any more", had.VM.Name, had.VM.UUID)
+	}
+	if hc, _ := c.cfg.Host(loc.Host); hc.Failed {
+		want.VM.UUID = had.VM.UUID
+		return c.restartElsewhere(ctx, want, loc.Host, &loc)
+	}
+	if err := c.readmitStale(ctx, loc.Domain.UUID); err != nil {
+		return loc, err
 	}
 	cur, dom, err := c.hosts.Reader.ReadVM(ctx, loc.URI, loc.Domain.UUID)
 	if err != nil {

@@ -78,7 +78,7 @@ func TestCreateWithDisksNeedsStorage(t *testing.T) {
 func TestAVMTooLargeForEveryHostIsRefusedNamingWhatEachHolds(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, false)
-	err := e.c.PlanNew(context.Background(), vm("huge", 8192))
+	_, err := e.c.PlanNew(context.Background(), vm("huge", 8192))
 	var tooLarge *TooLargeError
 	if !errors.As(err, &tooLarge) || !strings.Contains(err.Error(), "alpha: at most 3584 MiB; beta: at most 3584 MiB") {
 		t.Errorf("got %v, want a TooLargeError naming what alpha and beta hold", err)
@@ -98,14 +98,15 @@ func TestFreeMemoryIsWhatPlacementRefuses(t *testing.T) {
 	if free != 3584-1000 {
 		t.Fatalf("alpha has %d MiB free, want %d", free, 3584-1000)
 	}
-	fits := vm("fits", free)
-	fits.Placement.Host = "alpha"
-	if err := e.c.PlanNew(ctx, fits); err != nil {
-		t.Errorf("a VM of exactly the free %d MiB: %v, want it to fit", free, err)
-	}
 	over := vm("over", free+1)
 	over.Placement.Host = "alpha"
-	wantErr(t, e.c.PlanNew(ctx, over), "alpha:")
+	_, err := e.c.PlanNew(ctx, over)
+	wantErr(t, err, "alpha:")
+	fits := vm("fits", free)
+	fits.Placement.Host = "alpha"
+	if _, err := e.c.PlanNew(ctx, fits); err != nil {
+		t.Errorf("a VM of exactly the free %d MiB: %v, want it to fit", free, err)
+	}
 }
 
 func TestASurveyReportsAHostThatCannotBeAskedAndGoesOn(t *testing.T) {
@@ -157,7 +158,7 @@ func TestLocateRefusesAVMDefinedOnTwoHosts(t *testing.T) {
 		t.Errorf("got %q, want it to start %q", err, want)
 	}
 	// Planning finds the same, in the same words.
-	_, err = e.c.PlanChange(ctx, twice, twice)
+	_, err = e.c.PlanChange(ctx, twice, twice, "alpha")
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("PlanChange: got %v, want %q", err, want)
 	}
@@ -177,7 +178,7 @@ func TestARunningVMGrowsLiveWithinItsMaximum(t *testing.T) {
 	want := had
 	want.VM.MemoryMiB = 768
 	want.VM.Placement.SpreadGroup = "web"
-	after, err := e.c.Update(ctx, had, want, loc.Host, time.Second)
+	after, err := e.c.Update(ctx, had, want, loc.Host, loc.Host, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,11 +203,11 @@ func TestAStoppedVMMovesColdOffAHostInMaintenance(t *testing.T) {
 
 	// The same hosts, alpha now in maintenance: the next apply's cluster.
 	c := New(withHosts(e.c.cfg, inMaintenance("alpha")), e.c.access, e.c.hosts, e.c.storage, nil)
-	mv, err := c.PlanChange(ctx, spec.VM, spec.VM)
+	mv, err := c.PlanChange(ctx, spec.VM, spec.VM, "alpha")
 	if err != nil || !mv.Moves() || mv.Host != "beta" || mv.Live {
 		t.Fatalf("plan: %+v, %v; want a cold move to beta", mv, err)
 	}
-	after, err := c.Update(ctx, spec, spec, "", time.Second)
+	after, err := c.Update(ctx, spec, spec, "", "alpha", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +225,7 @@ func TestAnApplyRefusesAMoveThePlanDidNotShow(t *testing.T) {
 	want := spec
 	want.VM.Placement.Host = ""
 	c := New(withHosts(e.c.cfg, inMaintenance("alpha")), e.c.access, e.c.hosts, e.c.storage, nil)
-	_, err := c.Update(ctx, spec, want, "alpha", time.Second)
+	_, err := c.Update(ctx, spec, want, "alpha", "alpha", time.Second)
 	wantErr(t, err, "was planned on alpha, but the cluster changed since the plan")
 	e.wantOn(t, "db", "alpha")
 }
