@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api/wire"
+	"github.com/drover/terraform-provider-drover/target/schedule"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -83,6 +84,12 @@ type Config struct {
 	// MaxHold bounds the write hold of a snapshot or a snapshot set;
 	// default DefaultMaxHold.
 	MaxHold time.Duration
+	// Schedules tunes the scheduler of backup schedules (its metric goes
+	// to Schedules.Registerer); RunSchedules starts it.
+	Schedules schedule.Options
+	// Restic is the restic command of schedules with a restic block;
+	// default "restic" from PATH.
+	Restic string
 }
 
 // API is the management API's http.Handler.
@@ -95,6 +102,8 @@ type API struct {
 	log       *slog.Logger
 	mux       *http.ServeMux
 	fenceMu   sync.Mutex // serialises fence changes (fences.go)
+	scheduler *schedule.Scheduler
+	restic    string
 }
 
 // New checks cfg and builds the API.
@@ -127,10 +136,15 @@ func New(cfg Config) (*API, error) {
 		maxHold:   cfg.MaxHold,
 		log:       cfg.Logger,
 		mux:       http.NewServeMux(),
+		restic:    cfg.Restic,
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Schedules.Logger == nil {
+		cfg.Schedules.Logger = a.log
+	}
+	a.scheduler = schedule.New(scheduleRunner{a}, cfg.Schedules)
 	a.routes(cfg.Metrics)
 	return a, nil
 }
@@ -183,6 +197,12 @@ func (a *API) routes(metrics http.Handler) {
 		{"GET", "/v1/fences", a.listFences},
 		{"PUT", "/v1/fences/{initiator}", a.putFence},
 		{"DELETE", "/v1/fences/{initiator}", a.deleteFence},
+		{"GET", "/v1/schedules", a.listSchedules},
+		{"POST", "/v1/schedules", a.createSchedule},
+		{"GET", "/v1/schedules/{id}", a.getSchedule},
+		{"PUT", "/v1/schedules/{id}", a.replaceSchedule},
+		{"DELETE", "/v1/schedules/{id}", a.deleteSchedule},
+		{"POST", "/v1/restic-checks", a.checkRestic},
 	}
 	if metrics != nil {
 		routes = append(routes, route{"GET", "/metrics", metrics.ServeHTTP})

@@ -133,6 +133,7 @@ func TestHealthNeedsNoTokenButEverythingElseDoes(t *testing.T) {
 	doJSON(t, srv, "POST", "/v1/volumes/keep/snapshots", "", http.StatusCreated, &snap)
 	var set wire.SnapshotSet
 	doJSON(t, srv, "POST", "/v1/snapshot-sets", `{"volumes":["keep"],"labels":{"vm":"keep"},"attachments":{"domain.xml":"<domain/>"}}`, http.StatusCreated, &set)
+	doJSON(t, srv, "POST", "/v1/schedules", `{"vm":"keep","volumes":["keep"],"schedule":"0 3 * * *","keep":{"daily":7}}`, http.StatusCreated, nil)
 	before := snapshotState(t, srv)
 
 	if rec := do(t, srv, "GET", "/v1/health", "", nil, ""); rec.Code != http.StatusOK {
@@ -160,6 +161,12 @@ func TestHealthNeedsNoTokenButEverythingElseDoes(t *testing.T) {
 		{"DELETE", "/v1/snapshot-sets/" + set.ID, ""},
 		{"GET", "/v1/snapshot-sets/" + set.ID + "/attachments/domain.xml", ""},
 		{"GET", "/v1/sessions", ""},
+		{"GET", "/v1/schedules", ""},
+		{"POST", "/v1/schedules", `{"vm":"keep","volumes":["keep"],"schedule":"* * * * *","keep":{"last":1}}`},
+		{"GET", "/v1/schedules/sched-1", ""},
+		{"PUT", "/v1/schedules/sched-1", `{"vm":"keep","volumes":["keep"],"schedule":"* * * * *","keep":{"last":9}}`},
+		{"DELETE", "/v1/schedules/sched-1", ""},
+		{"POST", "/v1/restic-checks", `{"repository":"/tmp/r","password_file":"/etc/passwd"}`},
 		{"GET", "/metrics", ""},
 		{"GET", "/v1/no-such-thing", ""},
 	}

@@ -108,7 +108,7 @@ func jsonError(err error, prefix string) error {
 
 func jsonKind(goType string) string {
 	switch goType {
-	case "int64", "*int64":
+	case "int", "int64", "*int64":
 		return "a whole number"
 	case "string":
 		return "a string"

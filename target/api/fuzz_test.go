@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/drover/terraform-provider-drover/target/api"
+	"github.com/drover/terraform-provider-drover/target/schedule"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -89,6 +90,54 @@ func FuzzDecodeFence(f *testing.F) {
 		again, err := api.DecodeFence(strings.NewReader(string(b)))
 		if err != nil || again != req {
 			t.Errorf("round trip of %q: got %+v, %v; want %+v", b, again, err, req)
+		}
+	})
+}
+
+// FuzzDecodeSchedule feeds arbitrary bodies to the POST /v1/schedules
+// decoder: it must never panic, every refusal must carry a message, and
+// whatever it accepts has a cron expression that parses, a keep that keeps
+// something, and survives a round trip.
+func FuzzDecodeSchedule(f *testing.F) {
+	for _, s := range []string{
+		`{"vm":"web","volumes":["web-boot","web-data"],"schedule":"30 2 * * *","keep":{"last":2,"daily":7}}`,
+		`{"vm":"web","volumes":["w"],"schedule":"*/5 1-3 * jan-mar mon,fri","keep":{"monthly":6},"restic":{"repository":"/srv/restic","password_file":"/etc/restic.pw"}}`,
+		`{"vm":"web","volumes":["w"],"schedule":"* * * *","keep":{"last":1}}`,
+		`{"vm":"web","volumes":["w"],"schedule":"* * * * *","keep":{}}`,
+		`{"vm":"","volumes":[],"schedule":"","keep":{"last":-1}}`,
+		`{"vm":"web","volumes":["w"],"schedule":"* * * * *","keep":{"last":1},"labels":{"drover.vm-name":"web"},"domain_xml":"<domain/>"}`,
+		`[]`, `null`, ``, `{"vm":"web"} {}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		req, err := api.DecodeSchedule(strings.NewReader(body))
+		if err != nil {
+			if err.Error() == "" {
+				t.Errorf("DecodeSchedule(%q) refused with an empty message", body)
+			}
+			return
+		}
+		if _, err := schedule.ParseCron(req.Schedule); err != nil {
+			t.Errorf("accepted schedule %q that does not parse: %v", req.Schedule, err)
+		}
+		if err := (schedule.Keep{Last: req.Keep.Last, Daily: req.Keep.Daily, Weekly: req.Keep.Weekly, Monthly: req.Keep.Monthly}).Validate(); err != nil {
+			t.Errorf("accepted keep %+v: %v", req.Keep, err)
+		}
+		if err := store.CheckSetVolumes(req.Volumes); err != nil {
+			t.Errorf("accepted volumes %q: %v", req.Volumes, err)
+		}
+		b, err := json.Marshal(req.ScheduleRequest)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		again, err := api.DecodeSchedule(strings.NewReader(string(b)))
+		if err != nil {
+			t.Errorf("accepted %q but refused its re-encoding %s: %v", body, b, err)
+			return
+		}
+		if again.Cron.String() != req.Cron.String() || again.VM != req.VM || again.Keep != req.Keep {
+			t.Errorf("round trip changed the request: %+v became %+v", req.ScheduleRequest, again.ScheduleRequest)
 		}
 	})
 }

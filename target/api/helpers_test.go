@@ -106,6 +106,13 @@ func snapshotState(t *testing.T, srv *apitest.Server) string {
 	for _, f := range fences {
 		lines = append(lines, fmt.Sprintf("fence %s %q %s", f.Initiator, f.Reason, f.CreatedAt))
 	}
+	schedules, err := srv.Store.Schedules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range schedules {
+		lines = append(lines, fmt.Sprintf("schedule %s %s %v %q %+v %+v %v %d %+v", s.ID, s.VM, s.Volumes, s.Cron, s.Keep, s.Restic, s.Labels, len(s.DomainXML), s.LastRun))
+	}
 	for _, name := range srv.Exporter.Fenced() {
 		lines = append(lines, "fenced in the engine "+name)
 	}

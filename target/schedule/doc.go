@@ -3,5 +3,6 @@
 // daily, weekly, monthly, as Proxmox Backup Server prunes) keeps, and the
 // Scheduler that runs each schedule when it is due, one run at a time per
 // VM, through a Runner the daemon provides (the cut, the list of a
-// schedule's runs, their deletion, the record of the last run).
+// schedule's runs, their deletion, the record of the last run); and the
+// restic repositories that runs also go to, driven with the restic command.
 package schedule

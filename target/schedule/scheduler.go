@@ -55,7 +55,8 @@ func (s Schedule) Next() (time.Time, bool) {
 type Runner interface {
 	// Cut takes a crash-consistent snapshot set of the schedule's volumes
 	// (their writes held together), labelled as the schedule's, and
-	// returns its ID once it is usable.
+	// returns its ID once it is usable. An error with an ID is a run whose
+	// set was made but whose later steps failed: it is pruned after, too.
 	Cut(ctx context.Context, s Schedule) (setID string, err error)
 	// Runs lists the snapshot sets the schedule made.
 	Runs(s Schedule) ([]Run, error)
@@ -214,10 +215,11 @@ func (s *Scheduler) run(ctx context.Context, sch Schedule, at time.Time) {
 	res := Result{At: at, Status: StatusOK}
 	setID, err := s.runner.Cut(ctx, sch)
 	res.SetID = setID
-	if err == nil {
-		err = s.prune(ctx, sch)
-		if err != nil && setID != "" {
-			err = fmt.Errorf("the snapshot set %s was made, but pruning failed: %w", setID, err)
+	// A cut that made its set prunes, even if what came after it (the copy
+	// to restic) failed: a failing off-box copy must not pile up sets.
+	if setID != "" {
+		if perr := s.prune(ctx, sch); perr != nil {
+			err = errors.Join(err, fmt.Errorf("the snapshot set %s was made, but pruning failed: %w", setID, perr))
 		}
 	}
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/drover/terraform-provider-drover/target/api"
 	"github.com/drover/terraform-provider-drover/target/iscsi"
+	"github.com/drover/terraform-provider-drover/target/schedule"
 	"github.com/drover/terraform-provider-drover/target/store"
 )
 
@@ -73,6 +74,13 @@ type Config struct {
 	MaxHold time.Duration
 	// Logins bounds the connections that have not logged in yet.
 	Logins LoginLimits
+	// Restic is the restic command that backup schedules with a restic
+	// block run; default "restic" from PATH.
+	Restic string
+	// Now and After are the clock of the backup schedules (time.Now and
+	// time.After when nil); tests pass a fake one.
+	Now    func() time.Time
+	After  func(time.Duration) <-chan time.Time
 	Logger *slog.Logger
 	// NewEngine starts the iSCSI engine; nil starts the real one
 	// (package target/iscsi). Tests pass an in-memory engine.
@@ -137,6 +145,10 @@ type Server struct {
 	ln       net.Listener
 	tls      bool
 	serveErr chan error
+	// stopSchedules ends the scheduler's loop; schedulesDone is closed
+	// once it and its runs are over.
+	stopSchedules context.CancelFunc
+	schedulesDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -188,6 +200,8 @@ func Start(cfg Config) (_ *Server, err error) {
 		MaxHold:   cfg.MaxHold,
 		Logger:    cfg.Logger.With("component", "api"),
 		Metrics:   metrics,
+		Schedules: schedule.Options{Logger: cfg.Logger.With("component", "schedules"), Registerer: s.registry, Now: cfg.Now, After: cfg.After},
+		Restic:    cfg.Restic,
 	})
 	if err != nil {
 		return nil, err
@@ -237,9 +251,22 @@ func Start(cfg Config) (_ *Server, err error) {
 		}
 		close(s.serveErr)
 	}()
+	s.startSchedules()
 	vols, _ := s.store.List()
 	s.log.Info("drover-target started", "data_dir", s.store.Dir(), "api", s.APIURL(), "iscsi", cfg.ISCSIListen, "volumes", len(vols))
 	return s, nil
+}
+
+// startSchedules runs the backup schedules in the background until Close.
+func (s *Server) startSchedules() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopSchedules, s.schedulesDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.schedulesDone)
+		if err := s.api.RunSchedules(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Error("backup schedules stopped", "err", err)
+		}
+	}()
 }
 
 // applyFences enforces the fences kept in the store. At start no session
@@ -324,6 +351,10 @@ func (s *Server) Close() error {
 			cancel()
 		} else if s.ln != nil {
 			s.ln.Close()
+		}
+		if s.stopSchedules != nil { // runs under way are cut short while the engine still holds writes
+			s.stopSchedules()
+			<-s.schedulesDone
 		}
 		if s.engine != nil {
 			if err := s.engine.Close(); err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/drover/terraform-provider-drover/target/api/wire"
 )
 
 type crashed struct{ step string }
@@ -85,6 +87,20 @@ func TestACrashAtAnyStepLeavesTheOldOrTheNewState(t *testing.T) {
 		{"lift a fence", []string{"fence-delete/deleted", "fence-delete/unrecorded"}, func(s *Store) error {
 			return s.DeleteFence("iqn.2026-11.io.drover.test:b")
 		}},
+		{"make a schedule", []string{"schedule-create/put", "schedule-create/kept"}, func(s *Store) error {
+			_, err := s.CreateSchedule(Schedule{VM: "vm-web", Volumes: []string{"base"}, Cron: "0 3 * * *", Keep: wire.Keep{Daily: 7}, DomainXML: "<domain/>"})
+			return err
+		}},
+		{"change a schedule", []string{"schedule-replace/put"}, func(s *Store) error {
+			_, err := s.ReplaceSchedule("sched-1", Schedule{VM: "vm-seed", Volumes: []string{"base"}, Cron: "*/5 * * * *", Keep: wire.Keep{Last: 9}})
+			return err
+		}},
+		{"record a schedule's run", []string{"schedule-run/put"}, func(s *Store) error {
+			return s.RecordScheduleRun("sched-1", wire.ScheduleRun{At: time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC), Status: "ok", SetID: "set-1"})
+		}},
+		{"delete a schedule", []string{"schedule-delete/deleted"}, func(s *Store) error {
+			return s.DeleteSchedule("sched-1")
+		}},
 		{"upload an image", []string{"image/written"}, func(s *Store) error {
 			return s.WriteImage(context.Background(), "base", bytes.NewReader(bytes.Repeat([]byte("img"), 1000)), FormatRaw)
 		}},
@@ -151,7 +167,8 @@ func openBase(t *testing.T, dir string) *Store {
 
 // seed makes the base state: volume "base" (4 MiB, some data), its
 // snapshot "base.1", volume "data" (2 MiB), snapshot set "set-1" of both
-// (snapshots base.2 and data.3) and a fence of initiator b.
+// (snapshots base.2 and data.3), a fence of initiator b and schedule
+// sched-1 of both.
 func seed(t *testing.T, dir string) {
 	t.Helper()
 	s, err := Open(dir, Options{})
@@ -171,6 +188,9 @@ func seed(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	if _, _, err := s.PutFence("iqn.2026-11.io.drover.test:b", "host b declared failed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSchedule(Schedule{VM: "vm-seed", Volumes: []string{"base", "data"}, Cron: "* * * * *", Keep: wire.Keep{Last: 2}, Labels: map[string]string{"drover.vm-name": "seed"}}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -151,6 +151,14 @@ func describe(t *testing.T, s *Store) string {
 		// Not CreatedAt: the states compared are made at different times.
 		lines = append(lines, fmt.Sprintf("fence %s %q", f.Initiator, f.Reason))
 	}
+	schedules, err := s.Schedules()
+	if err != nil {
+		t.Fatalf("Schedules: %v", err)
+	}
+	for _, sc := range schedules {
+		// Not CreatedAt: the states compared are made at different times.
+		lines = append(lines, fmt.Sprintf("schedule %s vm=%s %v %q %+v %+v %v xml=%q last=%+v", sc.ID, sc.VM, sc.Volumes, sc.Cron, sc.Keep, sc.Restic, sc.Labels, sc.DomainXML, sc.LastRun))
+	}
 	checkNoStrayRecords(t, s, attached)
 	for _, d := range []string{volumesDir, snapshotsDir, tmpDir} {
 		entries, err := os.ReadDir(filepath.Join(s.Dir(), d))

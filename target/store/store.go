@@ -256,8 +256,8 @@ func (s *Store) abs(rel string) string { return filepath.Join(s.dir, rel) }
 
 // recover repairs what a crash may have left, one kind of record after the
 // other in one transaction (sets before the snapshots they own, volumes
-// before the reservations that belong to them; fences on their own), then
-// the files.
+// before the reservations that belong to them; fences and schedules on
+// their own), then the files.
 func (s *Store) recover() error {
 	var volumes []volumeRecord
 	var snapshots []snapshotRecord
@@ -273,6 +273,9 @@ func (s *Store) recover() error {
 			return err
 		}
 		if err = s.recoverFences(tx); err != nil {
+			return err
+		}
+		if err = s.recoverSchedules(tx); err != nil {
 			return err
 		}
 		return s.recoverReservations(tx)

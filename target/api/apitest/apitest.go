@@ -227,14 +227,34 @@ type Server struct {
 }
 
 // New starts the real API on a fresh store in a temporary directory.
-func New(t testing.TB) *Server {
+func New(t testing.TB) *Server { return NewWith(t, Options{}) }
+
+// Options tune a Server made by NewWith.
+type Options struct {
+	Dir   string        // the data directory; a temporary one when empty
+	Store store.Options // how the store is opened
+	// Config is called on the API's configuration before the API is made
+	// (the store, exporter and token are set already).
+	Config func(*api.Config)
+}
+
+// NewWith starts the real API as opts say.
+func NewWith(t testing.TB, opts Options) *Server {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{})
+	dir := opts.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	st, err := store.Open(dir, opts.Store)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	ex := NewExporter()
-	a, err := api.New(api.Config{Store: st, Exporter: ex, Token: Token})
+	cfg := api.Config{Store: st, Exporter: ex, Token: Token}
+	if opts.Config != nil {
+		opts.Config(&cfg)
+	}
+	a, err := api.New(cfg)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}

@@ -81,6 +81,7 @@ type fileConfig struct {
 	IQNPrefix   string `json:"iqn_prefix"`
 	MaxHold     string `json:"max_hold"` // a Go duration, e.g. "30s"
 	LogLevel    string `json:"log_level"`
+	Restic      string `json:"restic"`
 
 	LoginTimeout            string `json:"login_timeout"` // a Go duration
 	MaxPendingLogins        int    `json:"max_pending_logins"`
@@ -129,6 +130,7 @@ func serveConfig(args []string, stderr io.Writer) (server.Config, error) {
 	fs.StringVar(&c.LoginTimeout, "login-timeout", server.DefaultLoginTimeout.String(), "time an iSCSI connection has to finish logging in (1s to 5m)")
 	fs.IntVar(&c.MaxPendingLogins, "max-pending-logins", server.DefaultMaxPendingLogins, "iSCSI connections that may be logging in at once; past it the oldest is closed")
 	fs.IntVar(&c.MaxPendingLoginsPerAddr, "max-pending-logins-per-addr", server.DefaultMaxPendingLoginsPerAddr, "iSCSI connections one address may have logging in at once; past it new ones are refused")
+	fs.StringVar(&c.Restic, "restic", "restic", "the restic command that backup schedules with a restic block run")
 	fs.StringVar(&configFile, "config", "", "JSON file with the same settings (data_dir, iscsi_listen, ...); flags win")
 	if err := fs.Parse(args); err != nil {
 		return server.Config{}, errUsage
@@ -167,6 +169,7 @@ func serveConfig(args []string, stderr io.Writer) (server.Config, error) {
 		IQNPrefix:   c.IQNPrefix,
 		MaxHold:     maxHold,
 		Logins:      logins,
+		Restic:      c.Restic,
 		Logger:      slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}, nil
 }
