@@ -25,7 +25,7 @@ var guestPowerOff = []byte("#!/bin/sh\necho 'drover-guest: power button, shuttin
 
 // guestRecipe changes whenever the guest's contents change, so that a cached
 // guest built by an older recipe is rebuilt.
-const guestRecipe = "6"
+const guestRecipe = "7"
 
 // guestModules are the kernel modules the guest needs beyond the kernel's
 // built-ins: virtio disks and NICs, and a CD-ROM for cloud-init seeds. Their
