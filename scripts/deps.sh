@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages="libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
 qemu-system-x86 qemu-block-extra qemu-utils libiscsi-bin tgt busybox-static cpio xfsprogs
-openssh-server openssh-client zip gnupg"
+openssh-server openssh-client zip gnupg restic"
 
 missing=""
 for p in $packages; do

@@ -1,0 +1,148 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/drover/terraform-provider-drover/target/api/apitest"
+	"github.com/drover/terraform-provider-drover/target/api/wire"
+	"github.com/drover/terraform-provider-drover/target/schedule"
+)
+
+// needRestic returns the restic command for a test that runs the real
+// one: with DROVER_RESTIC=1 (make test sets it) a missing restic fails
+// the test; without it the test was not asked for and skips.
+func needRestic(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("DROVER_RESTIC") == "" {
+		t.Skip("set DROVER_RESTIC=1 to run with the real restic (Debian package restic; scripts/deps.sh installs it)")
+	}
+	p, err := exec.LookPath("restic")
+	if err != nil {
+		t.Fatalf("DROVER_RESTIC is set but restic is not installed: apt-get install restic (or make deps)")
+	}
+	return p
+}
+
+func TestEveryRunGoesToResticTaggedAndResticIsPrunedWithTheSameKeep(t *testing.T) {
+	t.Parallel()
+	needRestic(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "restic-repo")
+	pw := filepath.Join(dir, "restic.pw")
+	if err := os.WriteFile(pw, []byte("h14-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sc := startScheduling(t, "", apitest.NewClock())
+	srv := sc.srv
+	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web-boot","size_mib":64}`, http.StatusCreated, nil)
+	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web-data","size_mib":8}`, http.StatusCreated, nil)
+
+	var check wire.ResticCheck
+	doJSON(t, srv, "POST", "/v1/restic-checks", fmt.Sprintf(`{"repository":%q,"password_file":%q}`, repo, pw), http.StatusOK, &check)
+	if check.Initialized {
+		t.Errorf("check of a repository not made yet: %+v, want initialized false", check)
+	}
+	doJSON(t, srv, "POST", "/v1/schedules", fmt.Sprintf(`{"vm":"vm-web","volumes":["web-boot","web-data"],"schedule":"* * * * *","keep":{"last":2},`+
+		`"domain_xml":"<domain><name>web</name></domain>","restic":{"repository":%q,"password_file":%q}}`, repo, pw), http.StatusCreated, nil)
+	doJSON(t, srv, "POST", "/v1/restic-checks", fmt.Sprintf(`{"repository":%q,"password_file":%q}`, repo, pw), http.StatusOK, &check)
+	if !check.Initialized {
+		t.Errorf("check after the schedule made the repository: %+v, want initialized", check)
+	}
+
+	var runs []wire.ScheduleRun
+	var last *wire.ScheduleRun
+	for i := 0; i < 3; i++ {
+		writeVolume(t, srv, "web-boot", int64(i)*20<<20, []byte(fmt.Sprintf("boot record %d", i)))
+		writeVolume(t, srv, "web-data", int64(i)<<20, []byte(fmt.Sprintf("data record %d", i)))
+		r := sc.waitRun(t, "sched-1", last)
+		if r.Status != "ok" {
+			t.Fatalf("run %d: %+v, want ok", i+1, r)
+		}
+		runs, last = append(runs, r), &r
+	}
+
+	restic := schedule.Restic{Repository: repo, PasswordFile: pw, CacheDir: filepath.Join(dir, "cache")}
+	snaps, err := restic.Snapshots(ctx, []string{"schedule=sched-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bySet := map[string][]string{}
+	for _, s := range snaps {
+		if !slices.Contains(s.Tags, "vm=vm-web") {
+			t.Errorf("restic snapshot %s has tags %v, want vm=vm-web among them", s.Short, s.Tags)
+		}
+		for _, tag := range s.Tags {
+			if set, ok := strings.CutPrefix(tag, "set="); ok {
+				bySet[set] = append(bySet[set], strings.Join(s.Paths, ","))
+			}
+		}
+	}
+	if len(snaps) != 6 || len(bySet) != 2 || len(bySet[runs[1].SetID]) != 3 || len(bySet[runs[2].SetID]) != 3 {
+		t.Fatalf("restic holds %d snapshots by set %v, want 6: both disks and the domain XML of the last two runs (%s, %s)", len(snaps), bySet, runs[1].SetID, runs[2].SetID)
+	}
+	// The newest disk image in restic is the set's snapshot byte for byte.
+	var set wire.SnapshotSet
+	doJSON(t, srv, "GET", "/v1/snapshot-sets/"+runs[2].SetID, "", http.StatusOK, &set)
+	for _, sn := range set.Snapshots {
+		want := doJSON(t, srv, "GET", "/v1/snapshots/"+sn.ID+"/data", "", http.StatusOK, nil).Body.Bytes()
+		got := resticDump(t, restic, runs[2].SetID, "/"+sn.Volume+".raw")
+		if !bytes.Equal(got, want) {
+			t.Errorf("restic's %s.raw of %s: %d bytes, differs from the snapshot's %d", sn.Volume, runs[2].SetID, len(got), len(want))
+		}
+	}
+	if got := resticDump(t, restic, runs[2].SetID, "/domain.xml"); string(got) != "<domain><name>web</name></domain>" {
+		t.Errorf("restic's domain.xml: %q", got)
+	}
+}
+
+func resticDump(t *testing.T, r schedule.Restic, setID, path string) []byte {
+	t.Helper()
+	cmd := exec.Command("restic", "dump", "--tag", "set="+setID, "--path", path, "latest", path)
+	cmd.Env = append(os.Environ(), "RESTIC_REPOSITORY="+r.Repository, "RESTIC_PASSWORD_FILE="+r.PasswordFile, "RESTIC_CACHE_DIR="+r.CacheDir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("restic dump %s of %s: %v: %s", path, setID, err, stderr.String())
+	}
+	return out
+}
+
+func TestAResticPasswordThatDoesNotOpenTheRepositoryIsRefusedNamingTheFile(t *testing.T) {
+	t.Parallel()
+	needRestic(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	right, wrong := filepath.Join(dir, "right.pw"), filepath.Join(dir, "wrong.pw")
+	os.WriteFile(right, []byte("right"), 0o600)
+	os.WriteFile(wrong, []byte("wrong"), 0o600)
+	if err := (schedule.Restic{Repository: repo, PasswordFile: right, CacheDir: filepath.Join(dir, "cache")}).Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := startScheduling(t, "", apitest.NewClock()).srv
+	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"web","size_mib":1}`, http.StatusCreated, nil)
+	before := snapshotState(t, srv)
+	body := fmt.Sprintf(`{"vm":"vm-web","volumes":["web"],"schedule":"* * * * *","keep":{"last":2},"restic":{"repository":%q,"password_file":%q}}`, repo, wrong)
+	rec := doJSON(t, srv, "POST", "/v1/schedules", body, http.StatusBadRequest, nil)
+	if msg := errorMessage(t, rec); !strings.Contains(msg, "restic.password_file") || !strings.Contains(msg, "password is wrong") {
+		t.Errorf("a wrong password: %q, want an error naming restic.password_file and saying the password is wrong", msg)
+	}
+	rec = doJSON(t, srv, "POST", "/v1/restic-checks", fmt.Sprintf(`{"repository":%q,"password_file":%q}`, repo, wrong), http.StatusBadRequest, nil)
+	if msg := errorMessage(t, rec); !strings.Contains(msg, "password is wrong") {
+		t.Errorf("check with a wrong password: %q", msg)
+	}
+	if after := snapshotState(t, srv); after != before {
+		t.Errorf("refused schedules changed the state:\n got %s\nwant %s", after, before)
+	}
+}
