@@ -20,8 +20,13 @@ type Info struct {
 	StorageEndpoint string `json:"storage_endpoint"`
 	StorageToken    string `json:"storage_token"`
 	StoragePortal   string `json:"storage_portal"`
-	GuestKernel     string `json:"guest_kernel"`
-	GuestInitrd     string `json:"guest_initrd"`
+	// The lab's second storage box, whose API is https with a certificate
+	// of the lab's own CA (StorageCAFile); same token.
+	TLSStorageEndpoint string `json:"tls_storage_endpoint"`
+	TLSStoragePortal   string `json:"tls_storage_portal"`
+	StorageCAFile      string `json:"storage_ca_file"`
+	GuestKernel        string `json:"guest_kernel"`
+	GuestInitrd        string `json:"guest_initrd"`
 }
 
 // HostURIs returns the lab's hosts by name, as the provider's host blocks name them.

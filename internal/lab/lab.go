@@ -3,6 +3,8 @@ package lab
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,7 +53,8 @@ func (l *Lab) targetDir() string     { return filepath.Join(l.Dir, "target") }
 func (l *Lab) targetBin() string     { return filepath.Join(l.BinDir, "drover-target") }
 
 // Up starts whatever part of the lab is not running yet and writes the files
-// its users read: lab.json, lab.tfvars and terraformrc. A second Up finds the
+// its users read: lab.json, lab.tfvars, ssh.tfvars, tls.tfvars and
+// terraformrc. A second Up finds the
 // lab running and changes nothing.
 func (l *Lab) Up(ctx context.Context) (Info, error) {
 	if os.Geteuid() != 0 {
@@ -76,20 +79,23 @@ func (l *Lab) Up(ctx context.Context) (Info, error) {
 			return Info{}, err
 		}
 	}
-	token, err := l.startTarget(ctx)
+	token, err := l.startTargets(ctx)
 	if err != nil {
 		return Info{}, err
 	}
 	info := Info{
-		AlphaURI:        defaultHosts[0].URI(),
-		BetaURI:         defaultHosts[1].URI(),
-		AlphaSSHURI:     l.sshURI(defaultHosts[0]),
-		BetaSSHURI:      l.sshURI(defaultHosts[1]),
-		StorageEndpoint: "http://" + targetAPI,
-		StorageToken:    token,
-		StoragePortal:   targetPortal,
-		GuestKernel:     guest.Kernel,
-		GuestInitrd:     guest.Initrd,
+		AlphaURI:           defaultHosts[0].URI(),
+		BetaURI:            defaultHosts[1].URI(),
+		AlphaSSHURI:        l.sshURI(defaultHosts[0]),
+		BetaSSHURI:         l.sshURI(defaultHosts[1]),
+		StorageEndpoint:    "http://" + targetAPI,
+		StorageToken:       token,
+		StoragePortal:      targetPortal,
+		TLSStorageEndpoint: "https://" + tlsBoxAPI,
+		TLSStoragePortal:   tlsBoxPortal,
+		StorageCAFile:      l.tlsCAFile(),
+		GuestKernel:        guest.Kernel,
+		GuestInitrd:        guest.Initrd,
 	}
 	if err := l.writeInfo(info); err != nil {
 		return Info{}, err
@@ -106,8 +112,10 @@ func (l *Lab) Down(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := l.stopTarget(); err != nil {
-		errs = append(errs, err)
+	for _, b := range l.boxes() {
+		if err := l.stopBox(b); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	_ = os.Remove(filepath.Join(l.Dir, "lab.json"))
 	return errors.Join(errs...)
@@ -122,83 +130,165 @@ func (l *Lab) Status() map[string]bool {
 		sshd, _ := readPID(filepath.Join(l.hostDir(h), "ssh", "sshd.pid"))
 		st["host "+h.Name+" sshd"] = running(sshd, "sshd")
 	}
-	pid, _ := readPID(filepath.Join(l.targetDir(), "pid"))
-	st["drover-target"] = running(pid, "drover-target")
+	for _, b := range l.boxes() {
+		pid, _ := readPID(filepath.Join(b.dir, "pid"))
+		st[b.name] = running(pid, "drover-target")
+	}
 	return st
 }
 
-// startTarget starts drover-target unless it runs, with a token generated on
-// the first start and kept in the lab's state.
-func (l *Lab) startTarget(ctx context.Context) (string, error) {
-	dir := l.targetDir()
-	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+// box is one of the lab's drover-targets.
+type box struct {
+	name     string // in logs and status
+	dir      string // pid, log and data/
+	api      string // management API address
+	portal   string // iSCSI portal
+	certFile string // serve the API over https with this certificate (and keyFile)
+	keyFile  string
+	roots    *x509.CertPool // the CA to check the API's certificate with
+}
+
+func (b box) endpoint() string {
+	if b.certFile != "" {
+		return "https://" + b.api
+	}
+	return "http://" + b.api
+}
+
+// boxes are the lab's storage boxes: the http one every lab user has
+// always had, and the one serving its API over TLS (see tls.go).
+func (l *Lab) boxes() []box {
+	return []box{
+		{name: "drover-target", dir: l.targetDir(), api: targetAPI, portal: targetPortal},
+		{name: "drover-target tls", dir: l.tlsBoxDir(), api: tlsBoxAPI, portal: tlsBoxPortal,
+			certFile: l.tlsCertFile(), keyFile: l.tlsKeyFile()},
+	}
+}
+
+// token returns the lab's API token, generated on the first start and kept
+// in the lab's state; both boxes take it.
+func (l *Lab) token() (string, error) {
+	if err := os.MkdirAll(l.targetDir(), 0o755); err != nil {
 		return "", err
 	}
-	tokenFile := filepath.Join(dir, "token")
-	token, err := os.ReadFile(tokenFile)
+	token, err := os.ReadFile(l.tokenFile())
 	if errors.Is(err, os.ErrNotExist) {
 		buf := make([]byte, 24)
 		if _, err := rand.Read(buf); err != nil {
 			return "", err
 		}
 		token = []byte(hex.EncodeToString(buf))
-		err = os.WriteFile(tokenFile, token, 0o600)
+		err = os.WriteFile(l.tokenFile(), token, 0o600)
 	}
 	if err != nil {
 		return "", err
 	}
-	tok := strings.TrimSpace(string(token))
+	return strings.TrimSpace(string(token)), nil
+}
 
-	pidFile := filepath.Join(dir, "pid")
+func (l *Lab) tokenFile() string { return filepath.Join(l.targetDir(), "token") }
+
+// startTargets starts the storage boxes that do not run yet, after making
+// the TLS box's certificate when it has none that is good.
+func (l *Lab) startTargets(ctx context.Context) (string, error) {
+	tok, err := l.token()
+	if err != nil {
+		return "", err
+	}
+	made, err := l.prepareTLS()
+	if err != nil {
+		return "", fmt.Errorf("make the lab's TLS certificate: %w", err)
+	}
+	roots, err := l.caPool()
+	if err != nil {
+		return "", err
+	}
+	for _, b := range l.boxes() {
+		if b.certFile != "" {
+			b.roots = roots
+			if made {
+				// A box still serving a certificate of an older CA.
+				if err := l.stopBox(b); err != nil {
+					return "", err
+				}
+			}
+		}
+		if err := l.startBox(ctx, b, tok); err != nil {
+			return "", err
+		}
+	}
+	return tok, nil
+}
+
+// startBox starts one drover-target unless it runs, and waits until its
+// API answers.
+func (l *Lab) startBox(ctx context.Context, b box, tok string) error {
+	if err := os.MkdirAll(filepath.Join(b.dir, "data"), 0o755); err != nil {
+		return err
+	}
+	pidFile := filepath.Join(b.dir, "pid")
 	pid, err := readPID(pidFile)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if running(pid, "drover-target") {
-		l.Logf("drover-target already running (pid %d)", pid)
-		return tok, l.waitTarget(ctx, pidAlive(pid, "drover-target"), tok)
+		l.Logf("%s already running (pid %d)", b.name, pid)
+		return l.waitTarget(ctx, b, pidAlive(pid, "drover-target"), tok)
 	}
 	if !exists(l.targetBin()) {
-		return "", fmt.Errorf("drover-target is not built at %s: run `make lab`, which builds it", l.targetBin())
+		return fmt.Errorf("drover-target is not built at %s: run `make lab`, which builds it", l.targetBin())
 	}
-	logFile, err := os.OpenFile(filepath.Join(dir, "drover-target.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logFile, err := os.OpenFile(filepath.Join(b.dir, "drover-target.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(l.targetBin(), "serve",
-		"--data-dir", filepath.Join(dir, "data"),
-		"--iscsi-listen", targetPortal,
-		"--api-listen", targetAPI,
-		"--token-file", tokenFile)
+	args := []string{"serve",
+		"--data-dir", filepath.Join(b.dir, "data"),
+		"--iscsi-listen", b.portal,
+		"--api-listen", b.api,
+		"--token-file", l.tokenFile()}
+	if b.certFile != "" {
+		args = append(args, "--tls-cert", b.certFile, "--tls-key", b.keyFile)
+	}
+	cmd := exec.Command(l.targetBin(), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start drover-target: %w", err)
+		return fmt.Errorf("start %s: %w", b.name, err)
 	}
 	alive := childAlive(cmd)
 	if err := writePID(pidFile, cmd.Process.Pid); err != nil {
-		return "", err
+		return err
 	}
-	l.Logf("drover-target started (pid %d): API http://%s, iSCSI %s", cmd.Process.Pid, targetAPI, targetPortal)
-	return tok, l.waitTarget(ctx, alive, tok)
+	l.Logf("%s started (pid %d): API %s, iSCSI %s", b.name, cmd.Process.Pid, b.endpoint(), b.portal)
+	return l.waitTarget(ctx, b, alive, tok)
 }
 
-func (l *Lab) waitTarget(ctx context.Context, alive func() bool, token string) error {
-	client := &http.Client{Timeout: 2 * time.Second}
+func (l *Lab) waitTarget(ctx context.Context, b box, alive func() bool, token string) error {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if b.roots != nil {
+		transport.TLSClientConfig = &tls.Config{RootCAs: b.roots, MinVersion: tls.VersionTLS12}
+	}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: transport}
+	defer client.CloseIdleConnections()
 	deadline := time.Now().Add(30 * time.Second)
+	var last error
 	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+targetAPI+"/v1/health", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.endpoint()+"/v1/health", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
-		if resp, err := client.Do(req); err == nil {
+		resp, err := client.Do(req)
+		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
+			err = fmt.Errorf("status %s", resp.Status)
 		}
+		last = err
 		if !alive() {
-			log := filepath.Join(l.targetDir(), "drover-target.log")
-			return fmt.Errorf("drover-target exited; see %s: %s", log, tail(log, 10))
+			log := filepath.Join(b.dir, "drover-target.log")
+			return fmt.Errorf("%s exited; see %s: %s", b.name, log, tail(log, 10))
 		}
 		select {
 		case <-ctx.Done():
@@ -206,19 +296,19 @@ func (l *Lab) waitTarget(ctx context.Context, alive func() bool, token string) e
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("drover-target did not answer on http://%s/v1/health within 30s", targetAPI)
+	return fmt.Errorf("%s did not answer on %s/v1/health within 30s: %v", b.name, b.endpoint(), last)
 }
 
-func (l *Lab) stopTarget() error {
-	pidFile := filepath.Join(l.targetDir(), "pid")
+func (l *Lab) stopBox(b box) error {
+	pidFile := filepath.Join(b.dir, "pid")
 	pid, err := readPID(pidFile)
 	if err != nil || pid == 0 {
 		return err
 	}
 	if err := stopPID(pid, "drover-target", 15*time.Second); err != nil {
-		return fmt.Errorf("drover-target: %w", err)
+		return fmt.Errorf("%s: %w", b.name, err)
 	}
-	l.Logf("drover-target stopped (pid %d)", pid)
+	l.Logf("%s stopped (pid %d)", b.name, pid)
 	return os.Remove(pidFile)
 }
 
@@ -236,6 +326,9 @@ func (l *Lab) writeInfo(info Info) error {
 		return err
 	}
 	if err := writeFileAtomic(filepath.Join(l.Dir, "ssh.tfvars"), []byte(info.sshTfvars()), 0o600); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(l.Dir, "tls.tfvars"), []byte(info.tlsTfvars()), 0o600); err != nil {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(l.Dir, "terraformrc"), []byte(terraformrc(l.BinDir)), 0o644)
@@ -267,6 +360,24 @@ func (i Info) sshTfvars() string {
 	b.WriteString("# Give it after lab.tfvars: -var-file=.lab/lab.tfvars -var-file=.lab/ssh.tfvars\n")
 	fmt.Fprintf(&b, "%-16s = %s\n", "alpha_uri", hclString(i.AlphaSSHURI))
 	fmt.Fprintf(&b, "%-16s = %s\n", "beta_uri", hclString(i.BetaSSHURI))
+	return b.String()
+}
+
+// tlsTfvars points the storage settings at the lab's TLS box and sets
+// storage_ca_file to the lab's CA: given after lab.tfvars, a configuration
+// that passes var.storage_ca_file to storage.ca_file reaches its storage
+// box over https, as a real one is reached.
+func (i Info) tlsTfvars() string {
+	var b strings.Builder
+	b.WriteString("# Written by the Drover lab (make lab): the storage box over https, with the lab's own CA.\n")
+	b.WriteString("# Give it after lab.tfvars: -var-file=.lab/lab.tfvars -var-file=.lab/tls.tfvars\n")
+	for _, kv := range [][2]string{
+		{"storage_endpoint", i.TLSStorageEndpoint},
+		{"storage_portal", i.TLSStoragePortal},
+		{"storage_ca_file", i.StorageCAFile},
+	} {
+		fmt.Fprintf(&b, "%-16s = %s\n", kv[0], hclString(kv[1]))
+	}
 	return b.String()
 }
 

@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -157,6 +158,7 @@ func TestAccLabUpIsIdempotent(t *testing.T) {
 			m[h.Name], _ = readPID(filepath.Join(l.hostDir(h), "pid"))
 		}
 		m["target"], _ = readPID(filepath.Join(l.targetDir(), "pid"))
+		m["target tls"], _ = readPID(filepath.Join(l.tlsBoxDir(), "pid"))
 		return m
 	}
 	pidsBefore := pids()
@@ -219,5 +221,72 @@ func TestHostSSHDListensOnItsOwnAddressWithKeysOnly(t *testing.T) {
 				t.Errorf("host %s sshd_config lacks %q:\n%s", h.Name, want, b)
 			}
 		}
+	}
+}
+
+func TestTLSTfvarsPointTheStorageSettingsAtTheTLSBox(t *testing.T) {
+	t.Parallel()
+	info := Info{TLSStorageEndpoint: "https://" + tlsBoxAPI, TLSStoragePortal: tlsBoxPortal, StorageCAFile: "/lab/tls/ca.pem"}
+	got := map[string]string{}
+	for _, line := range strings.Split(info.tlsTfvars(), "\n") {
+		if name, value, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			got[strings.TrimSpace(name)] = strings.TrimSpace(value)
+		}
+	}
+	want := map[string]string{
+		"storage_endpoint": `"https://127.0.0.4:3261"`,
+		"storage_portal":   `"127.0.0.4:3260"`,
+		"storage_ca_file":  `"/lab/tls/ca.pem"`,
+	}
+	if len(got) != len(want) {
+		t.Errorf("tls.tfvars sets %v, want exactly %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("tls.tfvars: %s = %s, want %s", k, got[k], v)
+		}
+	}
+}
+
+func TestTheTLSBoxCertificateIsTheLabCAsForItsAddressAndKept(t *testing.T) {
+	t.Parallel()
+	l, err := New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made, err := l.prepareTLS()
+	if err != nil || !made {
+		t.Fatalf("first prepareTLS: made %v, %v; want a new CA and certificate", made, err)
+	}
+	if err := checkCert(l.tlsCAFile(), l.tlsCertFile(), l.tlsKeyFile(), tlsBoxAddr); err != nil {
+		t.Fatalf("the certificate does not verify for %s with the lab's CA: %v", tlsBoxAddr, err)
+	}
+	if err := checkCert(l.tlsCAFile(), l.tlsCertFile(), l.tlsKeyFile(), "127.0.0.1"); err == nil {
+		t.Error("the certificate verifies for 127.0.0.1 too, want only the TLS box's address")
+	}
+	if _, err := tls.LoadX509KeyPair(l.tlsCertFile(), l.tlsKeyFile()); err != nil {
+		t.Errorf("drover-target could not load the pair: %v", err)
+	}
+	for _, f := range []string{"ca.key", "tls.key"} {
+		fi, err := os.Stat(filepath.Join(l.tlsDir(), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", f, fi.Mode().Perm())
+		}
+	}
+	ca, _ := os.ReadFile(l.tlsCAFile())
+	if made, err := l.prepareTLS(); err != nil || made {
+		t.Errorf("second prepareTLS: made %v, %v; want the files kept", made, err)
+	}
+	if again, _ := os.ReadFile(l.tlsCAFile()); !bytes.Equal(again, ca) {
+		t.Error("the second prepareTLS replaced the CA: users' ca_file would go stale")
+	}
+	if err := os.WriteFile(l.tlsCertFile(), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if made, err := l.prepareTLS(); err != nil || !made {
+		t.Errorf("prepareTLS over a broken certificate: made %v, %v; want new ones", made, err)
 	}
 }

@@ -11,16 +11,18 @@ import (
 
 // WithCAFile makes the client trust only the CAs of the PEM file at path
 // for the target's TLS certificate: a storage box with a CA of its own
-// (the common case) needs no change to the system's roots.
+// (the common case) needs no change to the system's roots. Its errors name
+// storage.ca_file, the setting the path comes from.
 func WithCAFile(path string) Option {
 	return func(c *Client) error {
 		pem, err := os.ReadFile(path)
 		if err != nil {
-			return fmt.Errorf("read the storage CA file: %w", err)
+			return fmt.Errorf("storage.ca_file: %w; give the PEM file of the CA that signed drover-target's certificate", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("the storage CA file %s holds no PEM certificate", path)
+			return fmt.Errorf("storage.ca_file %s holds no PEM certificate: give the CA's certificate, "+
+				"a file that begins with -----BEGIN CERTIFICATE-----", path)
 		}
 		c.roots = pool
 		return nil

@@ -44,7 +44,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		logf("running: alpha %s, beta %s, drover-target %s (portal %s)", info.AlphaURI, info.BetaURI, info.StorageEndpoint, info.StoragePortal)
-		logf("terraform: export TF_CLI_CONFIG_FILE=%s/terraformrc; variables in %s/lab.tfvars", l.Dir, l.Dir)
+		logf("over ssh: alpha %s, beta %s", info.AlphaSSHURI, info.BetaSSHURI)
+		logf("over TLS: drover-target %s (portal %s, CA %s)", info.TLSStorageEndpoint, info.TLSStoragePortal, info.StorageCAFile)
+		logf("terraform: export TF_CLI_CONFIG_FILE=%s/terraformrc; variables in %s/lab.tfvars (then ssh.tfvars, tls.tfvars for ssh and TLS)", l.Dir, l.Dir)
 		return nil
 	case "down":
 		return l.Down(ctx)
