@@ -38,6 +38,7 @@ var backupSummaryAttrTypes = map[string]attr.Type{
 	"created_at":  types.StringType,
 	"consistency": types.StringType,
 	"pause_ms":    types.Int64Type,
+	"schedule_id": types.StringType,
 	"disks":       types.ListType{ElemType: types.ObjectType{AttrTypes: backupDiskAttrTypes}},
 }
 
@@ -52,8 +53,9 @@ func (d *backupsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest
 		"size_mib":    schema.Int64Attribute{MarkdownDescription: "Its size in MiB.", Computed: true},
 	}}
 	resp.Schema = schema.Schema{
-		MarkdownDescription: "The backups of a VM kept on the storage target (made by `drover_backup`), " +
-			"newest first. They outlive the VM: a VM's backups are listed also after it is gone.",
+		MarkdownDescription: "The backups of a VM kept on the storage target, newest first: those made by " +
+			"`drover_backup` and the runs of its `drover_backup_schedule`s alike (`schedule_id` tells them " +
+			"apart). They outlive the VM: a VM's backups are listed also after it is gone.",
 		Attributes: map[string]schema.Attribute{
 			"vm_id": schema.StringAttribute{
 				MarkdownDescription: "The `id` of the VM (its domain UUID).",
@@ -67,7 +69,8 @@ func (d *backupsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest
 					"vm_name":     schema.StringAttribute{MarkdownDescription: "The VM's name then.", Computed: true},
 					"created_at":  schema.StringAttribute{MarkdownDescription: "When the disks were cut (RFC 3339).", Computed: true},
 					"consistency": schema.StringAttribute{MarkdownDescription: "`filesystem` or `crash`.", Computed: true},
-					"pause_ms":    schema.Int64Attribute{MarkdownDescription: "How long the guest stood still, in milliseconds.", Computed: true},
+					"pause_ms":    schema.Int64Attribute{MarkdownDescription: "How long the guest stood still (for a scheduled run: how long the storage box held its writes), in milliseconds.", Computed: true},
+					"schedule_id": schema.StringAttribute{MarkdownDescription: "The `drover_backup_schedule` whose run made it; empty for a `drover_backup`.", Computed: true},
 					"disks":       schema.ListNestedAttribute{MarkdownDescription: "The disks, in the VM's order.", Computed: true, NestedObject: disk},
 				}},
 			},
@@ -113,6 +116,7 @@ func (d *backupsDataSource) Read(ctx context.Context, req datasource.ReadRequest
 			"created_at":  types.StringValue(set.CreatedAt.UTC().Format(time.RFC3339Nano)),
 			"consistency": types.StringValue(set.Labels[cluster.LabelConsistency]),
 			"pause_ms":    types.Int64Value(pause),
+			"schedule_id": types.StringValue(set.Labels[cluster.LabelSchedule]),
 			"disks":       backupDisks(set),
 		}))
 	}

@@ -306,7 +306,7 @@ func (p *droverProvider) Configure(ctx context.Context, req provider.ConfigureRe
 }
 
 func (p *droverProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewVolumeResource, NewVMResource, NewBackupResource}
+	return []func() resource.Resource{NewVolumeResource, NewVMResource, NewBackupResource, NewBackupScheduleResource}
 }
 
 func (p *droverProvider) DataSources(context.Context) []func() datasource.DataSource {
