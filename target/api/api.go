@@ -69,6 +69,10 @@ type WriteHold interface {
 	Release() error
 }
 
+// DefaultScheduleRunTimeout bounds one run of a backup schedule: the cut,
+// its copy, the copy to restic and pruning.
+const DefaultScheduleRunTimeout = 24 * time.Hour
+
 // DefaultMaxHold bounds how long writes are held for a snapshot or a
 // snapshot set, draining included: no initiator waits longer.
 const DefaultMaxHold = 10 * time.Second
@@ -104,6 +108,10 @@ type API struct {
 	fenceMu   sync.Mutex // serialises fence changes (fences.go)
 	scheduler *schedule.Scheduler
 	restic    string
+	// resticMu serialises the runs' work in each restic repository (by
+	// repository): restic 0.14 does not wait for a lock, so two schedules
+	// sending to one repository at once would fail each other's prune.
+	resticMu keyedMutex
 }
 
 // New checks cfg and builds the API.
@@ -143,6 +151,11 @@ func New(cfg Config) (*API, error) {
 	}
 	if cfg.Schedules.Logger == nil {
 		cfg.Schedules.Logger = a.log
+	}
+	if cfg.Schedules.RunTimeout == 0 {
+		// A run sends whole disk images to restic: hours for large
+		// disks, not the scheduler's default half hour.
+		cfg.Schedules.RunTimeout = DefaultScheduleRunTimeout
 	}
 	a.scheduler = schedule.New(scheduleRunner{a}, cfg.Schedules)
 	a.routes(cfg.Metrics)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api/apitest"
 	"github.com/drover/terraform-provider-drover/target/api/wire"
@@ -144,5 +145,40 @@ func TestAResticPasswordThatDoesNotOpenTheRepositoryIsRefusedNamingTheFile(t *te
 	}
 	if after := snapshotState(t, srv); after != before {
 		t.Errorf("refused schedules changed the state:\n got %s\nwant %s", after, before)
+	}
+}
+
+func TestSchedulesOfTwoVMsSendingToOneResticRepositoryAtOnceBothSucceed(t *testing.T) {
+	t.Parallel()
+	needRestic(t)
+	dir := t.TempDir()
+	repo, pw := filepath.Join(dir, "repo"), filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("shared"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sc := startScheduling(t, "", apitest.NewClock())
+	srv := sc.srv
+	for _, vm := range []string{"web", "db"} {
+		doJSON(t, srv, "POST", "/v1/volumes", fmt.Sprintf(`{"name":%q,"size_mib":4}`, vm), http.StatusCreated, nil)
+		writeVolume(t, srv, vm, 0, []byte("data of "+vm))
+		doJSON(t, srv, "POST", "/v1/schedules", fmt.Sprintf(`{"vm":"vm-%s","volumes":[%q],"schedule":"* * * * *","keep":{"last":1},"restic":{"repository":%q,"password_file":%q}}`, vm, vm, repo, pw), http.StatusCreated, nil)
+	}
+	var last [2]*wire.ScheduleRun
+	for round := 0; round < 2; round++ {
+		sc.clock.Advance(time.Minute) // both due at the same minute
+		for i, id := range []string{"sched-1", "sched-2"} {
+			r := sc.waitRunAfter(t, id, last[i])
+			if r.Status != "ok" {
+				t.Fatalf("round %d, %s: %+v, want ok", round+1, id, r)
+			}
+			last[i] = &r
+		}
+	}
+	snaps, err := (schedule.Restic{Repository: repo, PasswordFile: pw, CacheDir: filepath.Join(dir, "cache")}).Snapshots(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) != 2 {
+		t.Errorf("restic holds %d snapshots, want 2: the last run of each VM (keep last 1)", len(snaps))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/drover/terraform-provider-drover/target/api/wire"
@@ -336,6 +337,11 @@ func (r scheduleRunner) Cut(ctx context.Context, sch schedule.Schedule) (string,
 // does not keep of the schedule's restic snapshots.
 func (r scheduleRunner) toRestic(ctx context.Context, s store.Schedule, set store.SnapshotSet) error {
 	repo := r.a.resticRepo(*s.Restic)
+	unlock, err := r.a.resticMu.lock(ctx, repo.Repository)
+	if err != nil {
+		return fmt.Errorf("wait for another run using restic repository %s: %w", repo.Repository, err)
+	}
+	defer unlock()
 	if err := repo.Ensure(ctx); err != nil {
 		return err
 	}
@@ -384,7 +390,39 @@ func (r scheduleRunner) Delete(ctx context.Context, setID string) error {
 	return r.a.store.DeleteSnapshotSet(ctx, setID)
 }
 
-// Record keeps a run's result in the store.
+// Record keeps a run's result in the store; a schedule deleted while it
+// ran has nothing to record it in, which is no error.
 func (r scheduleRunner) Record(id string, res schedule.Result) error {
-	return r.a.store.RecordScheduleRun(id, wire.ScheduleRun{At: res.At, Status: res.Status, SetID: res.SetID, Error: res.Error})
+	err := r.a.store.RecordScheduleRun(id, wire.ScheduleRun{At: res.At, Status: res.Status, SetID: res.SetID, Error: res.Error})
+	if errors.Is(err, store.ErrNotFound) {
+		r.a.log.Info("backup schedule deleted while it ran; its run is not recorded", "schedule", id, "set", res.SetID)
+		return nil
+	}
+	return err
+}
+
+// keyedMutex is one mutex per key, taken with a context; the zero value
+// is ready.
+type keyedMutex struct {
+	mu   sync.Mutex // guards held
+	held map[string]chan struct{}
+}
+
+func (k *keyedMutex) lock(ctx context.Context, key string) (unlock func(), err error) {
+	k.mu.Lock()
+	if k.held == nil {
+		k.held = map[string]chan struct{}{}
+	}
+	ch, ok := k.held[key]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		k.held[key] = ch
+	}
+	k.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

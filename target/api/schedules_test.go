@@ -82,6 +82,13 @@ func runsCounted(t *testing.T, reg *prometheus.Registry, id, status string) floa
 func (s *scheduling) waitRun(t *testing.T, id string, before *wire.ScheduleRun) wire.ScheduleRun {
 	t.Helper()
 	s.clock.Advance(time.Minute)
+	return s.waitRunAfter(t, id, before)
+}
+
+// waitRunAfter waits until the schedule has a last run newer than before
+// and returns it.
+func (s *scheduling) waitRunAfter(t *testing.T, id string, before *wire.ScheduleRun) wire.ScheduleRun {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		var got wire.Schedule
