@@ -17,7 +17,7 @@ import (
 	"github.com/drover/terraform-provider-drover/target/server"
 )
 
-// admin runs `volume`, `snapshot`, `snapshot-set`, `session` and `fence` subcommands
+// admin runs `volume`, `snapshot`, `snapshot-set`, `session`, `fence` and `schedule` subcommands
 // against the API: it reads the flags and the token, then dispatches the
 // verb to its function in adminCommands.
 func admin(ctx context.Context, noun string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -89,6 +89,8 @@ var adminCommands = map[string]adminCmd{
 	"fence ls":           {"no arguments", 0, false, fenceList},
 	"fence add":          {"INITIATOR REASON... (why it is fenced)", 2, true, fenceAdd},
 	"fence rm":           {"INITIATOR", 1, false, fenceRemove},
+	"schedule ls":        {"no arguments", 0, false, scheduleList},
+	"schedule rm":        {"ID", 1, false, scheduleRemove},
 }
 
 // adminCall is one run of a command: the client, the arguments, the flags
@@ -361,4 +363,54 @@ func printSnapshotSet(w io.Writer, s wire.SnapshotSet) {
 		return strings.Join(l, ",")
 	}
 	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.CreatedAt.Format(time.RFC3339), orDash(snaps), s.Method, s.HoldMS, orDash(labels), orDash(s.Attachments))
+}
+
+func scheduleList(ctx context.Context, a adminCall) error {
+	ss, err := a.c.ListSchedules(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.out, "ID\tVM\tSCHEDULE\tKEEP\tVOLUMES\tRESTIC\tNEXT RUN\tLAST RUN")
+	for _, s := range ss {
+		next, last, restic := "never", "-", "-"
+		if s.NextRun != nil {
+			next = s.NextRun.Format(time.RFC3339)
+		}
+		if r := s.LastRun; r != nil {
+			last = r.At.Local().Format(time.RFC3339) + " " + r.Status
+			if r.SetID != "" {
+				last += " " + r.SetID
+			}
+			if r.Error != "" {
+				last += ": " + r.Error
+			}
+		}
+		if s.Restic != nil {
+			restic = s.Restic.Repository
+		}
+		fmt.Fprintf(a.out, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.VM, s.Schedule, keepText(s.Keep), strings.Join(s.Volumes, ","), restic, next, last)
+	}
+	return nil
+}
+
+// keepText is a keep as `last=2,daily=7`.
+func keepText(k wire.Keep) string {
+	var parts []string
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"last", k.Last}, {"daily", k.Daily}, {"weekly", k.Weekly}, {"monthly", k.Monthly}} {
+		if c.n > 0 {
+			parts = append(parts, c.name+"="+strconv.Itoa(c.n))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func scheduleRemove(ctx context.Context, a adminCall) error {
+	if err := a.c.DeleteSchedule(ctx, a.pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "deleted schedule %s; the backups it made stay\n", a.pos[0])
+	return nil
 }

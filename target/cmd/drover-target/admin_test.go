@@ -11,7 +11,7 @@ import (
 func TestEveryAdminCommandIsInTheUsageAndTheTable(t *testing.T) {
 	t.Parallel()
 	listed := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  drover-target ((?:volume|snapshot|snapshot-set|session|fence) [a-z]+)`).FindAllStringSubmatch(usage, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  drover-target ((?:volume|snapshot|snapshot-set|session|fence|schedule) [a-z]+)`).FindAllStringSubmatch(usage, -1) {
 		listed[m[1]] = true
 	}
 	for name := range adminCommands {

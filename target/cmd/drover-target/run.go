@@ -25,7 +25,7 @@ Daemon:
                       [--tls-cert FILE --tls-key FILE] [--iqn-prefix PREFIX] [--config FILE]
                       [--max-hold DURATION] [--log-level debug|info|warn|error]
                       [--login-timeout DURATION] [--max-pending-logins N]
-                      [--max-pending-logins-per-addr N]
+                      [--max-pending-logins-per-addr N] [--restic COMMAND]
 
 Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the token from
 --token-file or $DROVER_STORAGE_TOKEN):
@@ -44,6 +44,8 @@ Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the toke
   drover-target fence ls
   drover-target fence add INITIATOR REASON...
   drover-target fence rm INITIATOR
+  drover-target schedule ls
+  drover-target schedule rm ID
 
   drover-target version
 `
@@ -58,7 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
-	case "volume", "snapshot", "snapshot-set", "session", "fence":
+	case "volume", "snapshot", "snapshot-set", "session", "fence", "schedule":
 		return admin(ctx, args[0], args[1:], getenv, stdout, stderr)
 	case "version":
 		return printVersion(stdout)

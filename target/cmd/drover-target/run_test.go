@@ -311,3 +311,33 @@ func TestServeRunsUntilTheContextEndsAndReadsAConfigFile(t *testing.T) {
 		t.Fatal("serve did not stop within 10s of cancel")
 	}
 }
+
+func TestTheAdminCLIListsAndRemovesSchedules(t *testing.T) {
+	t.Parallel()
+	srv := apitest.New(t)
+	c, err := storage.New(srv.URL, apitest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mustCLI(t, srv, "volume", "create", "web", "1")
+	s, err := c.CreateSchedule(ctx, wire.ScheduleRequest{VM: "vm-web", Volumes: []string{"web"}, Schedule: "30 2 * * *", Keep: wire.Keep{Last: 2, Daily: 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mustCLI(t, srv, "schedule", "ls")
+	for _, want := range []string{"NEXT RUN", s.ID, "vm-web", "30 2 * * *", "last=2,daily=7", "web", s.NextRun.Format(time.RFC3339)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("schedule ls output lacks %q:\n%s", want, out)
+		}
+	}
+	if out := mustCLI(t, srv, "schedule", "rm", s.ID); !strings.Contains(out, "backups it made stay") {
+		t.Errorf("schedule rm said %q", out)
+	}
+	if out := mustCLI(t, srv, "schedule", "ls"); strings.Contains(out, s.ID) {
+		t.Errorf("schedule ls after rm = %q, want no %s", out, s.ID)
+	}
+	if _, err := cli(t, srv, "schedule", "rm", s.ID); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("second schedule rm: %v, want one saying it does not exist", err)
+	}
+}
