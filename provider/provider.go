@@ -151,10 +151,13 @@ func hostBlock() schema.Block {
 					Optional: true,
 				},
 				"failed": schema.BoolAttribute{
-					MarkdownDescription: "Declares the host dead or cut off, so that its VMs " +
-						"restart elsewhere after the host is fenced at the storage box. Defaults to " +
-						"`false`. **Not supported yet**: a configuration that sets it to `true` is " +
-						"refused at plan time; use `maintenance` to move the VMs of a host that answers.",
+					MarkdownDescription: "Declares the host dead or cut off: the apply fences it at " +
+						"the storage box (no session of it is left, its logins are refused), then " +
+						"restarts its VMs on the other hosts, cold, from their shared disks. Set it " +
+						"back to `false` once the host answers again: the next apply removes its stale " +
+						"copies of VMs that run elsewhere, then lifts the fence. Needs the `storage` " +
+						"block. Defaults to `false`. For a host that answers, `maintenance` moves its " +
+						"VMs live instead. See the guide \"When a host fails\".",
 					Optional: true,
 				},
 				"migration_address": schema.StringAttribute{
@@ -259,10 +262,10 @@ func placementBlock() schema.Block {
 			"strict_spread": schema.BoolAttribute{
 				MarkdownDescription: "When `true`, two VMs of one `spread_group` never share a " +
 					"host, not even while hosts are out of service: a plan that would need it fails " +
-					"before anything moves. Defaults to `false`, which will let a group share hosts " +
-					"(as evenly as possible, with a warning) while too few hosts are in service. " +
-					"Today every spread is strict, whatever this says: sharing is not implemented " +
-					"yet, so a plan that would need it fails.",
+					"before anything moves. Defaults to `false`: while too few hosts are in service " +
+					"(in maintenance or failed), a group shares hosts, as evenly as possible, with one " +
+					"warning per group naming its VMs and the hosts they share, and spreads again by " +
+					"itself in the first apply after the hosts return.",
 				Optional: true,
 			},
 		},

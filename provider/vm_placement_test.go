@@ -61,8 +61,12 @@ func TestAccPlacementSpreadGroup(t *testing.T) {
 	// webVMs declares the first n web VMs, not running and without disks
 	// (cheap), in spread group "web", without pins. They are created in
 	// parallel: the provider's placement lock keeps them apart.
-	webVMs := func(n int, alphaMaintenance bool) string {
+	webVMs := func(n int, alphaMaintenance bool, strict ...bool) string {
 		cfg := l.providerBlockMaintenance(alphaMaintenance)
+		if len(strict) > 0 && strict[0] {
+			cfg = l.providerBlockOf(l.alpha(fmt.Sprintf("maintenance = %v", alphaMaintenance)), l.beta(),
+				"\n  placement {\n    strict_spread = true\n  }")
+		}
 		for i := range n {
 			cfg += fmt.Sprintf(`
 resource "drover_vm" "web%d" {
@@ -80,8 +84,9 @@ resource "drover_vm" "web%d" {
 		}
 		return cfg
 	}
+	warnings := &planWarnings{}
 	resource.Test(t, resource.TestCase{
-		ProtoV6ProviderFactories: accProviders(t),
+		ProtoV6ProviderFactories: accProvidersWarnings(t, warnings),
 		CheckDestroy:             l.checkVMGone(names, nil),
 		Steps: []resource.TestStep{
 			{
@@ -91,19 +96,36 @@ resource "drover_vm" "web%d" {
 			{
 				Config:      webVMs(3, false),
 				PlanOnly:    true,
-				ExpectError: regexp.MustCompile(`(?s)Unable to place VM.*spread group "web" has 3 VMs.*only 2 hosts`),
+				ExpectError: words(`Unable to place VM`, `spread group "web" has 3 VMs`, `only 2 hosts (alpha, beta), all in service`),
 			},
 			{
-				// Maintenance on alpha would leave the group one host.
-				Config:      webVMs(2, true),
+				// Maintenance on alpha leaves the group one host: with
+				// strict_spread, that is refused before anything moves.
+				Config:      webVMs(2, true, true),
 				PlanOnly:    true,
-				ExpectError: regexp.MustCompile(`(?s)Unable to place VM.*spread group "web" has 2 VMs.*only 1 host out.*Nothing\s+was\s+moved`),
+				ExpectError: words(`Unable to place VM`, `spread group "web" has 2 VMs`, `placement.strict_spread = true never lets`, `Nothing was moved`),
 			},
 			{
 				// Nothing moved or was created by the refused plan.
 				Config:   webVMs(2, false),
 				PlanOnly: true,
 				Check:    l.checkOnDistinctHosts(names[:2], "alpha", "beta"),
+			},
+			{
+				// Without it, the group shares beta while alpha is in
+				// maintenance (one apply), with a warning ...
+				PreConfig: warnings.reset,
+				Config:    webVMs(2, true),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					warnings.expect(words(fmt.Sprintf(`Spread group "web" shares hosts while alpha is in maintenance: beta runs %s, %s`, names[0], names[1]))),
+				}},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					l.checkOnDistinctHosts(names[:1], "beta"), l.checkOnDistinctHosts(names[1:2], "beta")),
+			},
+			{
+				// ... and spreads again by itself when alpha is back (one apply).
+				Config: webVMs(2, false),
+				Check:  l.checkOnDistinctHosts(names[:2], "alpha", "beta"),
 			},
 		},
 	})
@@ -595,12 +617,30 @@ func (w *twoHostWatch) poll(stop, done chan struct{}) {
 			if states[0] != "" && states[1] != "" {
 				w.onBoth = append(w.onBoth, fmt.Sprintf("%s %s: alpha %s, beta %s", at, name, states[0], states[1]))
 			}
-			if running[0] && running[1] && running[2] || running[1] && running[2] && running[3] {
+			if (running[0] && running[1] && running[2] || running[1] && running[2] && running[3]) && !w.oneFenced() {
+				// A copy on a fenced host is stale by definition: it
+				// cannot reach the disks (invariants 1 and 5).
 				w.doubleRun = append(w.doubleRun, fmt.Sprintf("%s %s: alpha %q, beta %q, alpha %q, beta %q",
 					at, name, states[0], states[1], states[2], states[3]))
 			}
 		}
 	}
+}
+
+// oneFenced tells whether the storage box fences alpha or beta.
+func (w *twoHostWatch) oneFenced() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fences, err := w.l.target.Fences(ctx)
+	if err != nil {
+		return false
+	}
+	for _, f := range fences {
+		if f.Initiator == hypervisor.HostInitiator("alpha") || f.Initiator == hypervisor.HostInitiator("beta") {
+			return true
+		}
+	}
+	return false
 }
 
 // check stops the watch and fails if a VM ran on both hosts, or if the
@@ -617,5 +657,59 @@ func (w *twoHostWatch) check() resource.TestCheckFunc {
 			return fmt.Errorf("the hosts could not be watched: %d samples, %d of %d libvirt calls failed", w.samples, w.failedCalls, w.calls)
 		}
 		return nil
+	}
+}
+
+// TestAccAPlanOfMoreVMsThanFitFailsBeforeAnythingIsCreated plans 200 new
+// VMs, far more than the two lab hosts hold: every VM of the plan counts
+// against the hosts' room together, so the plan fails, naming how many
+// fit and what is short, and nothing is created.
+func TestAccAPlanOfMoreVMsThanFitFailsBeforeAnythingIsCreated(t *testing.T) {
+	l := newVMLab(t)
+	prefix := accName(t, "many")
+	config := l.providerBlock() + fmt.Sprintf(`
+resource "drover_volume" "disk" {
+  count    = 200
+  name     = "%[1]s-${count.index}-disk"
+  size_mib = 16
+}
+
+resource "drover_vm" "many" {
+  count      = 200
+  name       = "%[1]s-${count.index}"
+  vcpus      = 1
+  memory_mib = 64
+  kernel     = %[2]q
+  initrd     = %[3]q
+  disks      = [{ volume_id = drover_volume.disk[count.index].id }]
+}
+`, prefix, l.info.GuestKernel, l.info.GuestInitrd)
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: accProviders(t),
+		Steps: []resource.TestStep{{
+			Config:      config,
+			PlanOnly:    true,
+			ExpectError: words("The VMs of this plan do not fit", "of them fit (counted first)", "vCPUs free, needs 1", "Nothing was created"),
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for host, uri := range l.info.HostURIs() {
+		out, err := virsh(uri, "list", "--all", "--name")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out, prefix) {
+			t.Errorf("host %s has domains of the refused plan:\n%s", host, out)
+		}
+	}
+	vols, err := l.target.ListVolumes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vols {
+		if strings.HasPrefix(v.Name, prefix) {
+			t.Errorf("volume %s of the refused plan exists", v.Name)
+		}
 	}
 }

@@ -239,13 +239,15 @@ func (r *vmResource) planMove(ctx context.Context, prior vmModel, plan *vmModel,
 		}
 		return diags
 	}
-	if !mv.Moves() && len(mv.Stale) > 0 {
-		plan.Host = types.StringUnknown()
+	if len(mv.Stale) > 0 {
 		diags.AddWarning(fmt.Sprintf("VM %s: stale copies are removed", want.VM.Name),
 			fmt.Sprintf("VM %s runs on %s; its copy on %s, left from when that host was declared failed, is "+
 				"destroyed and undefined by the apply, and only then is the host's fence at the storage box lifted.",
-				want.VM.Name, mv.Host, strings.Join(mv.Stale, " and ")))
-		return diags
+				want.VM.Name, mv.From, strings.Join(mv.Stale, " and ")))
+		if !mv.Moves() {
+			plan.Host = types.StringUnknown()
+			return diags
+		}
 	}
 	if !mv.Moves() {
 		return diags
@@ -264,10 +266,10 @@ func (r *vmResource) planMove(ctx context.Context, prior vmModel, plan *vmModel,
 }
 
 // warnings are the cluster's plan warnings as diagnostics.
-func warnings(ws []string) diag.Diagnostics {
+func warnings(ws []cluster.Warning) diag.Diagnostics {
 	var diags diag.Diagnostics
 	for _, w := range ws {
-		diags.AddWarning("Placement", w)
+		diags.AddWarning(w.Summary, w.Detail)
 	}
 	return diags
 }

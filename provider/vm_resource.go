@@ -396,7 +396,7 @@ func (r *vmResource) keepSilent(ctx context.Context, prior vmModel, resp *resour
 			fmt.Sprintf("VM %s was last seen on host %s, which is declared failed and does not answer. Its state is "+
 				"kept as it was; the plan restarts it on another host.", name, last))
 	case r.cluster.HostAnswers(ctx, last) != nil:
-		resp.Diagnostics.AddWarning(fmt.Sprintf("Host %s does not answer", last),
+		resp.Diagnostics.AddWarning(fmt.Sprintf("VM %s: host %s does not answer", name, last),
 			fmt.Sprintf("VM %s was last seen on host %s, which does not answer. Its state is kept as it was; every "+
 				"other VM plans as usual. A change to VM %s cannot be made until %s answers, or until it is declared "+
 				"failed (failed = true in its host block), which restarts its VMs on other hosts.", name, last, name, last))

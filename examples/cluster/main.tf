@@ -1,9 +1,10 @@
 # Drover cluster scenario: a mail VM, two web VMs and two database VMs on two
-# hosts, with the maintenance walk-through of README.md. In the local lab:
+# hosts, with the walk-through of README.md. In the local lab:
 #
-#   terraform apply -var-file=../../.lab/lab.tfvars
-#   terraform apply -var-file=../../.lab/lab.tfvars -var alpha_maintenance=true
-#   terraform apply -var-file=../../.lab/lab.tfvars -var alpha_maintenance=false
+#   terraform apply -var-file=../../.lab/lab.tfvars                          # all hosts in service
+#   terraform apply -var-file=../../.lab/lab.tfvars -var alpha_maintenance=true  # alpha's VMs move to beta, live
+#   terraform apply -var-file=../../.lab/lab.tfvars                          # and back
+#   terraform apply -var-file=../../.lab/lab.tfvars -var alpha_failed=true   # alpha died: fenced, its VMs restart on beta
 
 terraform {
   required_providers {
@@ -24,14 +25,14 @@ variable "storage_token" {
   sensitive = true
 }
 
-variable "spread" {
-  description = "Keep the web VMs, and the database VMs, on different hosts. Two hosts cannot keep a group apart while one is in maintenance: set false for that window."
-  type        = bool
-  default     = true
-}
-
 variable "alpha_maintenance" {
   description = "Take alpha out of service: its VMs move to beta, live."
+  type        = bool
+  default     = false
+}
+
+variable "alpha_failed" {
+  description = "Declare alpha dead or cut off: it is fenced at the storage box and its VMs restart on beta, cold."
   type        = bool
   default     = false
 }
@@ -42,6 +43,7 @@ provider "drover" {
     uri         = var.alpha_uri
     domain_type = "qemu"
     maintenance = var.alpha_maintenance
+    failed      = var.alpha_failed
   }
   host {
     name        = "beta"
@@ -57,8 +59,9 @@ provider "drover" {
 
 locals {
   # Where each VM may run. Spread groups keep the two web VMs, and the two
-  # database VMs, on different hosts; preferred_hosts is where a VM returns
-  # after maintenance.
+  # database VMs, on different hosts while both hosts are in service (they
+  # share the host left while one is out, with a warning); preferred_hosts
+  # is where a VM returns after maintenance.
   vms = {
     mail    = { preferred_hosts = ["alpha"], spread_group = null }
     "web-1" = { preferred_hosts = ["alpha"], spread_group = "web" }
@@ -85,7 +88,7 @@ resource "drover_vm" "vm" {
   disks      = [{ volume_id = drover_volume.disk[each.key].id }]
   placement {
     preferred_hosts = each.value.preferred_hosts
-    spread_group    = var.spread ? each.value.spread_group : null
+    spread_group    = each.value.spread_group
   }
 }
 

@@ -198,12 +198,18 @@ func (v View) ChooseHost(vm hypervisor.VM, opts placement.Options) (string, erro
 	return a.Host, nil
 }
 
+// Warning is a plan warning: its summary names what it is about, so that
+// Terraform, which folds warnings of one summary into one, shows each.
+type Warning struct {
+	Summary, Detail string
+}
+
 // Planned is the plan-time answer for one VM: where it goes (for an
 // existing VM, Found tells whether it was decided), and the warnings of the
 // plan, each one said once per plan (see Placer.Once).
 type Planned struct {
 	Move
-	Warnings []string
+	Warnings []Warning
 	// Stale are the hosts, back in service, whose stale copies of the VM
 	// the apply removes before it lifts their fence.
 	Stale []string
@@ -294,8 +300,9 @@ func (c *Cluster) PlanChange(ctx context.Context, want, had hypervisor.VM, lastH
 		p := Planned{Move: m, Warnings: c.sharedWarnings(view, res, want.Placement.SpreadGroup),
 			Stale: view.StaleCopies(had.UUID)}
 		if pin, ok := c.cfg.Host(want.Placement.Host); ok && pin.Failed {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("VM %s is pinned to %s, which is declared failed: it stays down "+
-				"until %s is back and failed = false, or until its pin changes.", want.Name, pin.Name, pin.Name))
+			p.Warnings = append(p.Warnings, Warning{Summary: fmt.Sprintf("VM %s stays down", want.Name),
+				Detail: fmt.Sprintf("VM %s is pinned to %s, which is declared failed: it stays down until %s is back "+
+					"and failed = false, or until its pin changes.", want.Name, pin.Name, pin.Name)})
 		}
 		return p, nil
 	}, next)
@@ -339,15 +346,15 @@ func (c *Cluster) planFull(view View, vm string, err error) error {
 
 // sharedWarnings are the warnings of the spread groups that share hosts in
 // res, for the group of the VM being planned; each is said once.
-func (c *Cluster) sharedWarnings(view View, res placement.Result, group string) []string {
-	var out []string
+func (c *Cluster) sharedWarnings(view View, res placement.Result, group string) []Warning {
+	var out []Warning
 	for _, sh := range res.Shared {
 		if sh.Group != group {
 			continue
 		}
 		w := ShareWarning(sh, view)
 		if c.placer.Once(w) {
-			out = append(out, w)
+			out = append(out, Warning{Summary: fmt.Sprintf("Spread group %q shares hosts", sh.Group), Detail: w})
 		}
 	}
 	return out

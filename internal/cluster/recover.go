@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/drover/terraform-provider-drover/internal/hypervisor"
 	"github.com/drover/terraform-provider-drover/internal/placement"
 )
@@ -184,25 +186,32 @@ func (c *Cluster) readmit(ctx context.Context, host string) error {
 			"removed: it stays fenced: %w", host, h.Err)
 	}
 	stale := view.Stale()[host]
+	var g errgroup.Group // a QEMU stuck on its fenced disks takes seconds to stop: all at once
 	for _, d := range h.Facts.Domains {
 		if _, ours := h.VMs[d.Name]; !ours {
 			continue
 		}
-		if stale[d.UUID] {
-			c.log.Info(ctx, "removing stale copy", map[string]any{"host": host, "vm": d.Name})
-			if err := c.hosts.Remover.Remove(ctx, h.Config.URI, d.UUID); err != nil {
-				return fmt.Errorf("host %s: remove its stale copy of VM %s (it runs elsewhere): %w; the host stays fenced", host, d.Name, err)
+		g.Go(func() error {
+			if stale[d.UUID] {
+				c.log.Info(ctx, "removing stale copy", map[string]any{"host": host, "vm": d.Name})
+				if err := c.hosts.Remover.Remove(ctx, h.Config.URI, d.UUID); err != nil {
+					return fmt.Errorf("host %s: remove its stale copy of VM %s (it runs elsewhere): %w; the host stays fenced", host, d.Name, err)
+				}
+				return nil
 			}
-			continue
-		}
-		// Its only copy, but it ran while the host was cut off: it is
-		// stopped, never trusted, and the next apply starts it again.
-		if d.State.Active() {
-			c.log.Info(ctx, "stopping a VM that ran while its host was fenced", map[string]any{"host": host, "vm": d.Name})
-			if _, err := c.hosts.Runner.Shutdown(ctx, h.Config.URI, d.UUID, 0); err != nil {
-				return fmt.Errorf("host %s: stop VM %s, which ran while the host was fenced: %w; the host stays fenced", host, d.Name, err)
+			// Its only copy, but it ran while the host was cut off: it
+			// is stopped, never trusted, and the next apply starts it.
+			if d.State.Active() {
+				c.log.Info(ctx, "stopping a VM that ran while its host was fenced", map[string]any{"host": host, "vm": d.Name})
+				if _, err := c.hosts.Runner.Shutdown(ctx, h.Config.URI, d.UUID, 0); err != nil {
+					return fmt.Errorf("host %s: stop VM %s, which ran while the host was fenced: %w; the host stays fenced", host, d.Name, err)
+				}
 			}
-		}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	after := c.Survey(ctx)
 	if left := after.Stale()[host]; len(left) > 0 {

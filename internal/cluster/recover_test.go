@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -219,7 +218,10 @@ func TestAVMPinnedToAFailedHostStaysDownAndThePlanSaysSo(t *testing.T) {
 	if err != nil || planned.Moves() {
 		t.Fatalf("plan: %+v, %v; want it to stay", planned, err)
 	}
-	wantErr(t, errors.New(strings.Join(planned.Warnings, "\n")), "VM pinned is pinned to alpha, which is declared failed: it stays down")
+	if len(planned.Warnings) != 1 || planned.Warnings[0].Summary != "VM pinned stays down" {
+		t.Fatalf("warnings %+v, want one that VM pinned stays down", planned.Warnings)
+	}
+	wantErr(t, errors.New(planned.Warnings[0].Detail), "VM pinned is pinned to alpha, which is declared failed: it stays down")
 	// The pinned VM does not stop the others from leaving.
 	mv, err := dead.PlanChange(ctx, other.VM, other.VM, "alpha")
 	if err != nil || mv.Host != "beta" {
@@ -286,7 +288,10 @@ func TestASpreadGroupSharingAHostIsWarnedOnceNamingItsVMsAndWhy(t *testing.T) {
 	if len(all) != 1 {
 		t.Fatalf("warnings %q, want one for the group", all)
 	}
-	wantErr(t, errors.New(all[0]), `Spread group "web" shares hosts while alpha is in maintenance: beta runs web1, web2`,
+	if all[0].Summary != `Spread group "web" shares hosts` {
+		t.Errorf("summary %q", all[0].Summary)
+	}
+	wantErr(t, errors.New(all[0].Detail), `Spread group "web" shares hosts while alpha is in maintenance: beta runs web1, web2`,
 		"spreads again by itself", "placement.strict_spread = true")
 
 	strict := withHosts(e.c.cfg, inMaintenance("alpha"))
