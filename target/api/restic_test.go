@@ -182,3 +182,47 @@ func TestSchedulesOfTwoVMsSendingToOneResticRepositoryAtOnceBothSucceed(t *testi
 		t.Errorf("restic holds %d snapshots, want 2: the last run of each VM (keep last 1)", len(snaps))
 	}
 }
+
+func TestARunCutShortWhileInResticLeavesNoLockInTheRepository(t *testing.T) {
+	t.Parallel()
+	needRestic(t)
+	dir := t.TempDir()
+	repo, pw := filepath.Join(dir, "repo"), filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("cut short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sc := startScheduling(t, "", apitest.NewClock())
+	srv := sc.srv
+	doJSON(t, srv, "POST", "/v1/volumes", `{"name":"big","size_mib":512}`, http.StatusCreated, nil)
+	noise := make([]byte, 64<<20) // data restic has to chunk and encrypt: it takes a while
+	for i := range noise {
+		noise[i] = byte(i*2654435761>>13) ^ byte(i>>7)
+	}
+	for off := int64(0); off < 512<<20; off += int64(len(noise)) {
+		noise[0]++
+		writeVolume(t, srv, "big", off, noise)
+	}
+	doJSON(t, srv, "POST", "/v1/schedules", fmt.Sprintf(`{"vm":"vm-big","volumes":["big"],"schedule":"* * * * *","keep":{"last":1},"restic":{"repository":%q,"password_file":%q}}`, repo, pw), http.StatusCreated, nil)
+	sc.clock.Advance(time.Minute)
+	locks := filepath.Join(repo, "locks")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if entries, _ := os.ReadDir(locks); len(entries) > 0 {
+			time.Sleep(time.Second) // restic backup is under way, a second into its data
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("restic never took its lock within 60 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	sc.stop() // as the daemon stopping does: the run is cut short
+	var got wire.Schedule
+	doJSON(t, srv, "GET", "/v1/schedules/sched-1", "", http.StatusOK, &got)
+	if got.LastRun == nil || got.LastRun.Status != "failed" {
+		t.Errorf("the run cut short: %+v, want it recorded as failed", got.LastRun)
+	}
+	if entries, _ := os.ReadDir(locks); len(entries) != 0 {
+		t.Errorf("restic left %d lock(s) in %s after the run was cut short (the run: %+v)", len(entries), locks, got.LastRun)
+	}
+}

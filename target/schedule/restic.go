@@ -73,7 +73,7 @@ func (r Restic) Check(ctx context.Context) (initialized bool, err error) {
 	if err := CheckResticPasswordFile(r.PasswordFile); err != nil {
 		return false, err
 	}
-	_, stderr, err := r.run(ctx, nil, "cat", "config")
+	_, stderr, err := r.run(ctx, nil, "--no-lock", "cat", "config") // reading the config needs no lock
 	switch {
 	case err == nil:
 		return true, nil
@@ -191,6 +191,10 @@ func (r Restic) run(ctx context.Context, stdin io.Reader, args ...string) (stdou
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	// Cut short (the daemon stops, the run's time is up), restic is asked
+	// to stop, so that it removes its lock from the repository; killed
+	// only if it has not within WaitDelay.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
