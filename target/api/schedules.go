@@ -120,7 +120,11 @@ func scheduleOf(s store.Schedule) (schedule.Schedule, error) {
 	if err != nil {
 		return schedule.Schedule{}, err
 	}
-	out := schedule.Schedule{ID: s.ID, VM: s.VM, Volumes: s.Volumes, Cron: c, Keep: keepOf(s.Keep), Created: s.CreatedAt.Local()}
+	from := s.CreatedAt // a change counts as a new start: it makes up no run
+	if s.UpdatedAt.After(from) {
+		from = s.UpdatedAt
+	}
+	out := schedule.Schedule{ID: s.ID, VM: s.VM, Volumes: s.Volumes, Cron: c, Keep: keepOf(s.Keep), Created: from.Local()}
 	if r := s.LastRun; r != nil {
 		out.LastRun = &schedule.Result{At: r.At.Local(), Status: r.Status, SetID: r.SetID, Error: r.Error}
 	}

@@ -205,3 +205,26 @@ func TestKeepThatKeepsNothingIsRefused(t *testing.T) {
 		t.Errorf("keep last 2: %v", err)
 	}
 }
+
+func TestAScheduleChangedAfterItsLastRunCountsFromTheChange(t *testing.T) {
+	t.Parallel()
+	c, err := ParseCron("0 8 * * *")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastRun := time.Date(2026, 12, 2, 2, 30, 0, 0, time.UTC)
+	changed := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC) // from 02:30 daily to 08:00, at 10:00
+	for _, tc := range []struct {
+		name    string
+		created time.Time
+		want    time.Time
+	}{
+		{"changed after the last run: no run made up for 08:00 today", changed, time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)},
+		{"made before the last run: from the last run", lastRun.Add(-24 * time.Hour), time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)},
+	} {
+		s := Schedule{Cron: c, Created: tc.created, LastRun: &Result{At: lastRun, Status: StatusOK}}
+		if got, ok := s.Next(); !ok || !got.Equal(tc.want) {
+			t.Errorf("%s: Next() = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

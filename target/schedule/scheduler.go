@@ -20,6 +20,8 @@ type Schedule struct {
 	Volumes []string // the VM's disks, cut together at one instant
 	Cron    Cron
 	Keep    Keep
+	// Created is when the schedule was made, or last changed: its times
+	// count from then (a change is not a reason to make up a run).
 	Created time.Time
 	// LastRun is the newest run's result; nil before the first.
 	LastRun *Result
@@ -40,12 +42,12 @@ const (
 )
 
 // Next is when the schedule runs next: the first time its expression
-// matches after its last run started (after it was made, before its first
-// run). A time in the past means a run is due: runs missed while the
+// matches after its last run started or it was made or changed, whichever
+// is later. A time in the past means a run is due: runs missed while the
 // daemon was down are made up by one run, not one per missed time.
 func (s Schedule) Next() (time.Time, bool) {
 	from := s.Created
-	if s.LastRun != nil {
+	if s.LastRun != nil && s.LastRun.At.After(from) {
 		from = s.LastRun.At
 	}
 	return s.Cron.Next(from)

@@ -33,6 +33,8 @@ type Schedule struct {
 	Labels    map[string]string
 	DomainXML string
 	CreatedAt time.Time
+	// UpdatedAt is when it was last replaced (CreatedAt before that).
+	UpdatedAt time.Time
 	LastRun   *wire.ScheduleRun
 }
 
@@ -47,6 +49,7 @@ type scheduleRecord struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	DomainXML string            `json:"domain_xml,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 	LastRun   *wire.ScheduleRun `json:"last_run,omitempty"`
 }
 
@@ -127,6 +130,7 @@ func (s *Store) CreateSchedule(sch Schedule) (Schedule, error) {
 		out = recordOf(sch)
 		out.ID, out.Seq = "sched-"+strconv.FormatUint(seq, 10), seq
 		out.CreatedAt = time.Now().UTC().Truncate(time.Second)
+		out.UpdatedAt = out.CreatedAt
 		out.LastRun = nil
 		if err := putSchedule(b, out); err != nil {
 			return err
@@ -166,6 +170,7 @@ func (s *Store) ReplaceSchedule(id string, sch Schedule) (Schedule, error) {
 		}
 		out = recordOf(sch)
 		out.ID, out.Seq, out.CreatedAt, out.LastRun = old.ID, old.Seq, old.CreatedAt, old.LastRun
+		out.UpdatedAt = time.Now().UTC()
 		if err := putSchedule(b, out); err != nil {
 			return err
 		}
@@ -316,7 +321,7 @@ func putSchedule(b *bolt.Bucket, r scheduleRecord) error {
 func recordOf(s Schedule) scheduleRecord {
 	r := scheduleRecord{
 		ID: s.ID, VM: s.VM, Volumes: append([]string(nil), s.Volumes...), Cron: s.Cron, Keep: s.Keep,
-		Labels: cloneLabels(s.Labels), DomainXML: s.DomainXML, CreatedAt: s.CreatedAt, LastRun: s.LastRun,
+		Labels: cloneLabels(s.Labels), DomainXML: s.DomainXML, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, LastRun: s.LastRun,
 	}
 	if s.Restic != nil {
 		c := *s.Restic
@@ -328,7 +333,7 @@ func recordOf(s Schedule) scheduleRecord {
 func scheduleOf(r scheduleRecord) Schedule {
 	s := Schedule{
 		ID: r.ID, VM: r.VM, Volumes: append([]string(nil), r.Volumes...), Cron: r.Cron, Keep: r.Keep,
-		Labels: cloneLabels(r.Labels), DomainXML: r.DomainXML, CreatedAt: r.CreatedAt,
+		Labels: cloneLabels(r.Labels), DomainXML: r.DomainXML, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 	if r.Restic != nil {
 		c := *r.Restic
