@@ -107,16 +107,24 @@ func (c *Cluster) fenceHost(ctx context.Context, host string) error {
 // placement picks, cold, from its shared disks: the failed host is fenced
 // first, and its copy destroyed when it answers. It returns where the VM
 // is after.
-func (c *Cluster) restartElsewhere(ctx context.Context, want VMSpec, from string, loc *hypervisor.Location) (hypervisor.Location, error) {
-	var out hypervisor.Location
+func (c *Cluster) restartElsewhere(ctx context.Context, want VMSpec, from string, loc *hypervisor.Location) (out hypervisor.Location, err error) {
 	if err := c.fenceHost(ctx, from); err != nil {
 		return out, fmt.Errorf("restart VM %s elsewhere: %w", want.VM.Name, err)
 	}
 	if loc != nil {
-		// The host answers, but it is declared failed: never trusted.
-		if err := c.hosts.Remover.Remove(ctx, loc.URI, loc.Domain.UUID); err != nil {
-			return out, fmt.Errorf("restart VM %s elsewhere: destroy its copy on the failed host %s: %w", want.VM.Name, from, err)
-		}
+		// The host answers, but it is declared failed: never trusted, its
+		// copy is destroyed. Fenced, that copy cannot reach the disks any
+		// more, so it is destroyed while the VM starts elsewhere (a QEMU
+		// whose disks were cut off takes seconds to stop); the restart
+		// returns once it is gone.
+		removed := make(chan error, 1)
+		go func() { removed <- c.hosts.Remover.Remove(ctx, loc.URI, loc.Domain.UUID) }()
+		defer func() {
+			if rerr := <-removed; rerr != nil && err == nil {
+				err = fmt.Errorf("VM %s runs on %s, but destroying its copy on the failed host %s failed: %w (the host "+
+					"stays fenced; it is removed when the host is back)", want.VM.Name, out.Host, from, rerr)
+			}
+		}()
 	}
 	var dst HostView
 	next := PlacementVM(want.VM)
