@@ -30,6 +30,7 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 	fs.SetOutput(stderr)
 	endpoint := fs.String("endpoint", "http://127.0.0.1:3261", "drover-target API base URL")
 	tokenFile := fs.String("token-file", "", "file holding the API token (default: $DROVER_STORAGE_TOKEN)")
+	caFile := fs.String("ca-file", "", "PEM file of the CA that signed the API's TLS certificate (default: the system's roots)")
 	call := adminCall{labels: map[string]string{}}
 	call.defineFlags(fs)
 	pos, err := parseInterleaved(fs, args[1:])
@@ -45,7 +46,11 @@ func admin(ctx context.Context, noun string, args []string, getenv func(string) 
 	if token == "" {
 		return fmt.Errorf("no API token: pass --token-file FILE or set DROVER_STORAGE_TOKEN")
 	}
-	if call.c, err = storage.New(*endpoint, token); err != nil {
+	var opts []storage.Option
+	if *caFile != "" {
+		opts = append(opts, storage.WithCAFile(*caFile))
+	}
+	if call.c, err = storage.New(*endpoint, token, opts...); err != nil {
 		return err
 	}
 	name := noun + " " + verb

@@ -27,8 +27,9 @@ Daemon:
                       [--login-timeout DURATION] [--max-pending-logins N]
                       [--max-pending-logins-per-addr N] [--restic COMMAND]
 
-Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, and the token from
---token-file or $DROVER_STORAGE_TOKEN):
+Admin (talks to the API; --endpoint, default http://127.0.0.1:3261, the token from
+--token-file or $DROVER_STORAGE_TOKEN, and --ca-file for an https API whose certificate
+a CA of your own signed):
   drover-target volume ls
   drover-target volume create NAME SIZE_MIB [--initiator IQN]...
   drover-target volume grow NAME SIZE_MIB

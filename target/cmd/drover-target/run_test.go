@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -339,5 +341,30 @@ func TestTheAdminCLIListsAndRemovesSchedules(t *testing.T) {
 	}
 	if _, err := cli(t, srv, "schedule", "rm", s.ID); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("second schedule rm: %v, want one saying it does not exist", err)
+	}
+}
+
+func TestTheAdminCLITrustsTheCAOfCAFile(t *testing.T) {
+	t.Parallel()
+	srv := apitest.New(t)
+	tlsSrv := httptest.NewTLSServer(srv.API)
+	t.Cleanup(tlsSrv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run1 := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), append(args, "--endpoint", tlsSrv.URL), env(map[string]string{"DROVER_STORAGE_TOKEN": apitest.Token}), &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+	if _, err := run1("volume", "ls"); err == nil || !strings.Contains(err.Error(), "not trusted") {
+		t.Errorf("without --ca-file: %v, want the certificate refused as not trusted", err)
+	}
+	if out, err := run1("volume", "ls", "--ca-file", ca); err != nil {
+		t.Errorf("with --ca-file: %v\n%s", err, out)
+	}
+	if _, err := run1("volume", "ls", "--ca-file", filepath.Join(t.TempDir(), "missing.pem")); err == nil || !strings.Contains(err.Error(), "missing.pem") {
+		t.Errorf("with a missing --ca-file: %v, want an error naming the file", err)
 	}
 }
