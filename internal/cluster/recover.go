@@ -156,16 +156,10 @@ func (c *Cluster) restartElsewhere(ctx context.Context, want VMSpec, from string
 	if err := c.resolve(ctx, &want, dst, false); err != nil {
 		return out, fmt.Errorf("restart VM %s on %s: %w", want.VM.Name, dst.Config.Name, err)
 	}
-	var dom hypervisor.Domain
-	if want.Running {
-		dom, err = c.hosts.Runner.CreateVM(ctx, dst.Config.URI, want.VM)
-	} else {
-		dom, err = c.hosts.Runner.DefineVM(ctx, dst.Config.URI, want.VM)
-	}
-	if err != nil {
+	if out, err = c.put(ctx, dst, want); err != nil {
 		return out, fmt.Errorf("restart VM %s on %s: %w", want.VM.Name, dst.Config.Name, err)
 	}
-	return hypervisor.Location{Host: dst.Config.Name, URI: dst.Config.URI, Domain: dom}, nil
+	return out, nil
 }
 
 // readmit lets a fenced host back in once it may run VMs again: it is in

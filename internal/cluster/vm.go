@@ -71,16 +71,21 @@ func (c *Cluster) Create(ctx context.Context, spec VMSpec) (hypervisor.Location,
 	if err := c.resolve(ctx, &spec, host, true); err != nil {
 		return loc, err
 	}
-	var dom hypervisor.Domain
+	return c.put(ctx, host, spec)
+}
+
+// put defines the resolved VM of spec on host, and starts it when it
+// should run.
+func (c *Cluster) put(ctx context.Context, host HostView, spec VMSpec) (hypervisor.Location, error) {
+	define := c.hosts.Runner.DefineVM
 	if spec.Running {
-		dom, err = c.hosts.Runner.CreateVM(ctx, host.Config.URI, spec.VM)
-	} else {
-		dom, err = c.hosts.Runner.DefineVM(ctx, host.Config.URI, spec.VM)
+		define = c.hosts.Runner.CreateVM
 	}
+	dom, err := define(ctx, host.Config.URI, spec.VM)
 	if err != nil {
-		return loc, err
+		return hypervisor.Location{}, err
 	}
-	return hypervisor.Location{Host: hostName, URI: host.Config.URI, Domain: dom}, nil
+	return hypervisor.Location{Host: host.Config.Name, URI: host.Config.URI, Domain: dom}, nil
 }
 
 // resolve fills in how the VM's host reaches its volumes: the domain type,
