@@ -266,7 +266,7 @@ func (c *Cluster) PlanNew(ctx context.Context, vm hypervisor.VM) (Planned, error
 			return Planned{}, c.planFull(view, vm.Name, err)
 		}
 		return Planned{Move: Move{Found: true}, Warnings: c.sharedWarnings(view, res, vm.Placement.SpreadGroup)}, nil
-	}, PlacementVM(vm))
+	}, PlacementVM(vm), true)
 }
 
 // PlanChange decides, at plan time and with the whole cluster (the other
@@ -305,12 +305,20 @@ func (c *Cluster) PlanChange(ctx context.Context, want, had hypervisor.VM, lastH
 					"and failed = false, or until its pin changes.", want.Name, pin.Name, pin.Name)})
 		}
 		return p, nil
-	}, next)
+	}, next, !sameDemand(PlacementVM(want), PlacementVM(had)))
+}
+
+// sameDemand tells whether two versions of a VM ask the same of placement.
+func sameDemand(a, b placement.VM) bool {
+	return a.MemoryMiB == b.MemoryMiB && a.VCPUs == b.VCPUs && a.Host == b.Host && a.SpreadGroup == b.SpreadGroup &&
+		a.DomainType == b.DomainType && slices.Equal(a.PreferredHosts, b.PreferredHosts)
 }
 
 // plan runs decide under the decision lock with the cluster as it is and
-// the VMs this plan has planned so far; what fits is added to them.
-func (c *Cluster) plan(ctx context.Context, decide func(View) (Planned, error), vm placement.VM) (Planned, error) {
+// the VMs this plan has planned so far; what fits is added to them, and
+// counts as one this plan creates or changes when changed is set (or when
+// it restarts from a failed host).
+func (c *Cluster) plan(ctx context.Context, decide func(View) (Planned, error), vm placement.VM, changed bool) (Planned, error) {
 	var out Planned
 	_, err := c.placer.Decide(func(booked map[string]Booking) (*Booking, error) {
 		view := c.Survey(ctx)
@@ -322,7 +330,7 @@ func (c *Cluster) plan(ctx context.Context, decide func(View) (Planned, error), 
 			return nil, err
 		}
 		if out.Found {
-			c.placer.planLocked(vm)
+			c.placer.planLocked(vm, changed || out.Reason == placement.HostFailed)
 		}
 		return nil, nil
 	})
@@ -334,10 +342,7 @@ func (c *Cluster) plan(ctx context.Context, decide func(View) (Planned, error), 
 func (c *Cluster) planFull(view View, vm string, err error) error {
 	var unplaceable *placement.Unplaceable
 	explained := ExplainPlacement(err, vm) + view.UnreachableNote()
-	others := len(view.Planned)
-	if _, self := view.Planned[vm]; self {
-		others--
-	}
+	others := c.placer.changedLocked(vm)
 	if errors.As(err, &unplaceable) && others > 0 {
 		return &PlanFullError{VM: vm, Fit: others, Refused: c.placer.refusedLocked(vm), Err: errors.New(explained)}
 	}

@@ -32,6 +32,7 @@ type Placer struct {
 	// not fit. Terraform serves one plan per provider process, so these are
 	// one plan's (invariant 6). Guarded by mu.
 	planned map[string]placement.VM
+	changed map[string]bool // the planned VMs that are new or changed
 	refused map[string]bool
 
 	onceMu sync.Mutex
@@ -51,7 +52,7 @@ type Booking struct {
 }
 
 func NewPlacer(perHost int) *Placer {
-	return &Placer{booked: map[string]Booking{}, planned: map[string]placement.VM{}, refused: map[string]bool{},
+	return &Placer{booked: map[string]Booking{}, planned: map[string]placement.VM{}, changed: map[string]bool{}, refused: map[string]bool{},
 		said: map[string]bool{}, perHost: max(perHost, 1), slots: map[string]chan struct{}{}}
 }
 
@@ -87,13 +88,30 @@ func (p *Placer) plannedLocked() map[string]placement.VM {
 	return maps.Clone(p.planned)
 }
 
-// planLocked counts vm in the plans after it; the caller runs under Decide.
-func (p *Placer) planLocked(vm placement.VM) {
+// planLocked counts vm in the plans after it, as one this plan creates or
+// changes when changed; the caller runs under Decide.
+func (p *Placer) planLocked(vm placement.VM, changed bool) {
 	if p == nil {
 		return
 	}
 	p.planned[vm.Name] = vm
+	p.changed[vm.Name] = changed
 	delete(p.refused, vm.Name)
+}
+
+// changedLocked counts the planned VMs, other than the named one, that
+// this plan creates or changes; the caller runs under Decide.
+func (p *Placer) changedLocked(name string) int {
+	if p == nil {
+		return 0
+	}
+	n := 0
+	for vm, changed := range p.changed {
+		if changed && vm != name {
+			n++
+		}
+	}
+	return n
 }
 
 // refuseLocked records that the named VM did not fit; the caller runs
@@ -103,6 +121,7 @@ func (p *Placer) refuseLocked(name string) {
 		return
 	}
 	delete(p.planned, name)
+	delete(p.changed, name)
 	p.refused[name] = true
 }
 
