@@ -173,6 +173,9 @@ func (c *Cluster) readmit(ctx context.Context, host string) error {
 	}
 	unlock := c.fencing.lock(host)
 	defer unlock()
+	if fenced, err := c.fenced(ctx); err != nil || !fenced[host] {
+		return err // most of the time: not fenced, nothing to do
+	}
 	view := c.Survey(ctx)
 	if view.FencesErr != nil {
 		return view.FencesErr
