@@ -235,6 +235,9 @@ func (c *Cluster) readmit(ctx context.Context, host string) error {
 // readmitStale lets back in every fenced host, in service, that holds a
 // stale copy of the VM with that UUID (see readmit).
 func (c *Cluster) readmitStale(ctx context.Context, uuid string) error {
+	if fenced, err := c.fenced(ctx); err != nil || len(fenced) == 0 {
+		return err
+	}
 	view := c.Survey(ctx)
 	var errs []error
 	for host, copies := range view.Stale() {
