@@ -173,8 +173,15 @@ func (c *Cluster) readmit(ctx context.Context, host string) error {
 	}
 	unlock := c.fencing.lock(host)
 	defer unlock()
-	if fenced, err := c.fenced(ctx); err != nil || !fenced[host] {
-		return err // most of the time: not fenced, nothing to do
+	fenced, err := c.fenced(ctx)
+	if err != nil {
+		// The storage box does not answer: a VM without disks may still
+		// go there, and one with disks fails on its own.
+		c.log.Warn(ctx, "cannot tell whether the host is fenced", map[string]any{"host": host, "error": err.Error()})
+		return nil
+	}
+	if !fenced[host] {
+		return nil // most of the time: nothing to do
 	}
 	view := c.Survey(ctx)
 	if view.FencesErr != nil {
@@ -236,7 +243,7 @@ func (c *Cluster) readmit(ctx context.Context, host string) error {
 // stale copy of the VM with that UUID (see readmit).
 func (c *Cluster) readmitStale(ctx context.Context, uuid string) error {
 	if fenced, err := c.fenced(ctx); err != nil || len(fenced) == 0 {
-		return err
+		return nil // none, or the storage box cannot say: then no host can be let back in either
 	}
 	view := c.Survey(ctx)
 	var errs []error
