@@ -165,7 +165,7 @@ func TestSchedulesOfTwoVMsSendingToOneResticRepositoryAtOnceBothSucceed(t *testi
 	}
 	var last [2]*wire.ScheduleRun
 	for round := 0; round < 2; round++ {
-		sc.clock.Advance(time.Minute) // both due at the same minute
+		sc.clock.AdvancePastNow(time.Minute) // both due at the same minute
 		for i, id := range []string{"sched-1", "sched-2"} {
 			r := sc.waitRunAfter(t, id, last[i])
 			if r.Status != "ok" {
@@ -203,7 +203,7 @@ func TestARunCutShortWhileInResticLeavesNoLockInTheRepository(t *testing.T) {
 		writeVolume(t, srv, "big", off, noise)
 	}
 	doJSON(t, srv, "POST", "/v1/schedules", fmt.Sprintf(`{"vm":"vm-big","volumes":["big"],"schedule":"* * * * *","keep":{"last":1},"restic":{"repository":%q,"password_file":%q}}`, repo, pw), http.StatusCreated, nil)
-	sc.clock.Advance(time.Minute)
+	sc.clock.AdvancePastNow(time.Minute)
 	locks := filepath.Join(repo, "locks")
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -81,7 +81,7 @@ func runsCounted(t *testing.T, reg *prometheus.Registry, id, status string) floa
 // last run newer than before; it returns it.
 func (s *scheduling) waitRun(t *testing.T, id string, before *wire.ScheduleRun) wire.ScheduleRun {
 	t.Helper()
-	s.clock.Advance(time.Minute)
+	s.clock.AdvancePastNow(time.Minute)
 	return s.waitRunAfter(t, id, before)
 }
 
@@ -368,7 +368,7 @@ func TestRunsMissedWhileTheDaemonWasDownAreMadeUpOnceAndSchedulesSurviveARestart
 		t.Fatal(err)
 	}
 
-	clock.Advance(10 * time.Minute) // ten runs missed while down
+	clock.AdvancePastNow(10 * time.Minute) // ten runs missed while down
 	again := startScheduling(t, dir, clock)
 	var got wire.Schedule
 	deadline := time.Now().Add(30 * time.Second)

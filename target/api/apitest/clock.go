@@ -53,3 +53,14 @@ func (c *Clock) Advance(d time.Duration) {
 	}
 	c.waiters = kept
 }
+
+// AdvancePastNow moves the clock d on from whichever is later, its time or
+// the real time: the store stamps schedules with the real time, so a
+// clock that fell behind it (a slow machine between NewClock and a
+// schedule's creation) would otherwise not reach the schedule's next run.
+func (c *Clock) AdvancePastNow(d time.Duration) {
+	if lag := time.Since(c.Now()); lag > 0 {
+		d += lag
+	}
+	c.Advance(d)
+}
