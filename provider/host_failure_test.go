@@ -420,10 +420,13 @@ type sessionWatch struct {
 	mu      sync.Mutex
 	samples int
 	both    []string
+	// lastMigrating is when each VM was last seen migrating; poll only.
+	lastMigrating map[string]time.Time
 }
 
 func (l vmLab) watchSessions(t *testing.T, vms ...string) *sessionWatch {
-	w := &sessionWatch{l: l, volumes: map[string]string{}, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &sessionWatch{l: l, volumes: map[string]string{}, stop: make(chan struct{}), done: make(chan struct{}),
+		lastMigrating: map[string]time.Time{}}
 	for _, vm := range vms {
 		w.volumes[vm+"-disk"] = vm
 	}
@@ -469,7 +472,17 @@ func (w *sessionWatch) poll() {
 		w.samples++
 		w.mu.Unlock()
 		for vol, hosts := range from {
-			if len(hosts) < 2 || w.migrating(w.volumes[vol]) {
+			vm := w.volumes[vol]
+			if len(hosts) < 2 {
+				continue
+			}
+			if w.migrating(vm) {
+				w.lastMigrating[vm] = time.Now()
+				continue
+			}
+			// At a migration's switch-over the source's domain goes a
+			// moment before the storage box sees its sessions close.
+			if time.Since(w.lastMigrating[vm]) < 2*time.Second {
 				continue
 			}
 			w.mu.Lock()
